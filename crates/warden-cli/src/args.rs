@@ -1,0 +1,195 @@
+//! Command-line syntax. Names here are a contract (README, other issues, users' scripts).
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use warden_policy::{EnvInherit, NetMode, PolicyOptions, Profile};
+
+/// Run AI coding agents, or any command, with least privilege.
+///
+/// warden confines a command with Linux namespaces, a read-only root, masked secrets,
+/// Landlock, seccomp, dropped capabilities and rlimits, and explains every denial.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in the sandbox.
+    ///
+    /// Exit status: the command's own; 128+N if it died of signal N; 124 on timeout;
+    /// 125 if warden itself failed or cannot enforce the policy; 126 if the command is not
+    /// executable; 127 if it was not found.
+    ///
+    /// Examples:
+    ///   warden run -- bash                              # offline, read-only, secrets masked
+    ///   warden run -p workspace-write -C ~/proj -- make test
+    ///   warden run --sandbox workspace-write -- codex --sandbox danger-full-access --ask-for-approval never
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Print the effective policy (what `warden run` would enforce) as a table.
+    Explain(ExplainArgs),
+    /// Check what this kernel can enforce; exit 1 if the `offline` profile cannot be enforced.
+    Doctor(DoctorArgs),
+}
+
+const PROFILES: [&str; 5] = ["offline", "net-read-only", "workspace-write", "workspace-net", "trusted"];
+
+fn profile_parser() -> impl TypedValueParser<Value = Profile> {
+    PossibleValuesParser::new(PROFILES).map(|s| s.parse::<Profile>().expect("listed profile names parse"))
+}
+
+fn codex_sandbox_parser() -> impl TypedValueParser<Value = Profile> {
+    PossibleValuesParser::new(["read-only", "workspace-write", "danger-full-access"])
+        .map(|s| Profile::from_codex_sandbox_mode(&s).expect("listed Codex modes map to profiles"))
+}
+
+fn net_parser() -> impl TypedValueParser<Value = NetMode> {
+    PossibleValuesParser::new(["none", "allowlist", "host"]).map(|s| s.parse::<NetMode>().expect("listed modes parse"))
+}
+
+fn inherit_parser() -> impl TypedValueParser<Value = EnvInherit> {
+    PossibleValuesParser::new(["all", "core", "none"]).map(|s| s.parse::<EnvInherit>().expect("listed values parse"))
+}
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected K=V, got {s:?}"))?;
+    if k.is_empty() || k.contains('\0') || v.contains('\0') {
+        return Err(format!("invalid variable name or value in {s:?}"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    warden_policy::parse_size(s)
+}
+
+/// Options that decide the policy (shared by `run` and `explain`).
+#[derive(Debug, Args, Clone)]
+pub struct PolicyArgs {
+    /// Security profile [default: offline]
+    #[arg(short = 'p', long, value_parser = profile_parser(), help_heading = "Policy")]
+    pub profile: Option<Profile>,
+    /// Codex sandbox mode name, mapped to a profile (read-only=offline,
+    /// workspace-write=workspace-write, danger-full-access=trusted)
+    #[arg(long, value_parser = codex_sandbox_parser(), conflicts_with = "profile", help_heading = "Policy")]
+    pub sandbox: Option<Profile>,
+    /// Working directory of the command (writable in workspace-* profiles) [default: .]
+    #[arg(short = 'C', long, value_name = "DIR", help_heading = "Filesystem")]
+    pub workdir: Option<PathBuf>,
+    /// Also make PATH writable (asks for confirmation if outside the workdir)
+    #[arg(long, value_name = "PATH", help_heading = "Filesystem")]
+    pub writable: Vec<PathBuf>,
+    /// Keep PATH read-only even inside a writable root
+    #[arg(long, value_name = "PATH", help_heading = "Filesystem")]
+    pub read_only: Vec<PathBuf>,
+    /// Hide PATH (in addition to ~/.ssh, ~/.aws, ... which are always hidden)
+    #[arg(long, value_name = "PATH", help_heading = "Filesystem")]
+    pub deny_read: Vec<PathBuf>,
+    /// Network: none (only a private loopback), allowlist (through warden's proxy) or host
+    #[arg(long, value_parser = net_parser(), help_heading = "Network")]
+    pub net: Option<NetMode>,
+    /// Which variables of warden's environment the command starts from [default: all]
+    #[arg(long, value_parser = inherit_parser(), help_heading = "Environment")]
+    pub env_inherit: Option<EnvInherit>,
+    /// Set a variable (kept even if it matches an exclude pattern)
+    #[arg(long, value_name = "K=V", value_parser = parse_env_pair, help_heading = "Environment")]
+    pub env_set: Vec<(String, String)>,
+    /// Drop variables whose name matches GLOB (case-insensitive; *KEY*, *SECRET*, *TOKEN*,
+    /// *PASSWORD*, *CREDENTIAL* are always dropped unless the config says otherwise)
+    #[arg(long, value_name = "GLOB", help_heading = "Environment")]
+    pub env_exclude: Vec<String>,
+    /// Keep only variables whose name matches one of these GLOBs
+    #[arg(long, value_name = "GLOB", help_heading = "Environment")]
+    pub env_include_only: Vec<String>,
+    /// Kill the command and all its processes after SECS seconds (exit 124)
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub timeout: Option<u64>,
+    /// Address-space limit (RLIMIT_AS), e.g. 2G
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Limits")]
+    pub memory: Option<u64>,
+    /// CPU time limit (RLIMIT_CPU)
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub cpu_seconds: Option<u64>,
+    /// Maximum number of processes inside the sandbox
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub max_procs: Option<u64>,
+    /// Largest file the command may write (RLIMIT_FSIZE), e.g. 100M
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Limits")]
+    pub max_file_size: Option<u64>,
+    /// warden config file [default: $XDG_CONFIG_HOME/warden/config.toml if it exists]
+    #[arg(long, value_name = "FILE", help_heading = "Config")]
+    pub config: Option<PathBuf>,
+    /// Read sandbox_mode, [sandbox_workspace_write] and [shell_environment_policy] from a
+    /// Codex config.toml
+    #[arg(long, value_name = "FILE", help_heading = "Config")]
+    pub codex_config: Option<PathBuf>,
+    /// Run even if a layer the profile promises cannot be enforced on this kernel (audited)
+    #[arg(long, help_heading = "Policy")]
+    pub allow_degraded: bool,
+    /// Let the command create nested user namespaces (for an inner sandbox such as Codex's
+    /// bubblewrap). Off by default: user namespaces are a large kernel attack surface
+    #[arg(long, help_heading = "Policy")]
+    pub allow_nested_userns: bool,
+}
+
+impl PolicyArgs {
+    pub fn to_options(&self) -> PolicyOptions {
+        PolicyOptions {
+            profile: self.profile,
+            codex_sandbox: self.sandbox,
+            workdir: self.workdir.clone(),
+            writable: self.writable.clone(),
+            read_only: self.read_only.clone(),
+            deny_read: self.deny_read.clone(),
+            net: self.net,
+            env_inherit: self.env_inherit,
+            env_set: self.env_set.clone(),
+            env_exclude: self.env_exclude.clone(),
+            env_include_only: self.env_include_only.clone(),
+            timeout_secs: self.timeout,
+            memory_bytes: self.memory,
+            cpu_seconds: self.cpu_seconds,
+            max_procs: self.max_procs,
+            max_file_size: self.max_file_size,
+            config: self.config.clone(),
+            codex_config: self.codex_config.clone(),
+            allow_degraded: self.allow_degraded,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Answer yes to confirmations (writable paths outside the workdir)
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the layers in force before running
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}

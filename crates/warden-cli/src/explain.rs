@@ -1,0 +1,146 @@
+//! `warden explain`: the effective policy as a table (like Codex's `/status`), and the same
+//! table for `warden run -v`.
+
+use std::io::Write;
+
+use warden_sandbox::plan::MountStep;
+use warden_sandbox::seccomp;
+
+use crate::args::ExplainArgs;
+use crate::run::{fail, prepare, Prepared};
+
+pub fn explain(args: ExplainArgs) -> i32 {
+    let prepared = match prepare(&args.policy, &["<command>".to_owned()]) {
+        Ok(p) => p,
+        Err(msg) => return fail(msg),
+    };
+    for w in &prepared.resolved.warnings {
+        eprintln!("{w}");
+    }
+    if args.json {
+        let degraded: Vec<_> =
+            prepared.degraded.iter().map(|d| serde_json::json!({ "layer": d.layer, "why": d.why })).collect();
+        let denied: Vec<_> =
+            seccomp::denied_syscalls(&seccomp::FilterOptions { allow_nested_userns: args.policy.allow_nested_userns })
+                .into_iter()
+                .map(|(name, action)| serde_json::json!({ "syscall": name, "action": action }))
+                .collect();
+        let out = serde_json::json!({
+            "policy": prepared.resolved.policy,
+            "digest": prepared.resolved.policy.digest(),
+            "plan": prepared.plan,
+            "landlock_abi": prepared.landlock_abi,
+            "degraded": degraded,
+            "seccomp_denied": denied,
+            "warnings": prepared.resolved.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return 0;
+    }
+    print_layers(&prepared, &mut std::io::stdout());
+    0
+}
+
+fn source_of<'a>(p: &'a warden_policy::Policy, key: &str) -> &'a str {
+    p.sources.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("default")
+}
+
+/// The human table: which layer enforces what.
+pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
+    let p = &prepared.resolved.policy;
+    let plan = &prepared.plan;
+    let mut w = |s: String| {
+        let _ = writeln!(out, "{s}");
+    };
+    w(format!("{:<14} {} ({}) — {}", "profile", p.profile, source_of(p, "profile"), p.profile.description()));
+    w(format!("{:<14} {}", "workdir", p.workdir.display()));
+    let net = match (plan.namespaces, plan.new_network) {
+        (true, true) => "none: own network namespace with only lo (loopback servers work, nothing leaves)",
+        _ => "host: every address this machine reaches",
+    };
+    w(format!("{:<14} {} ({})", "network", net, source_of(p, "net")));
+    w(format!("{:<14} {}", "policy digest", p.digest()));
+    w(String::new());
+    w(format!("{:<44} {:<11} enforced by", "path", "access"));
+    if !plan.namespaces {
+        w(format!("{:<44} {:<11} nothing (profile trusted)", "/", "read-write"));
+    }
+    let ll = if plan.landlock.is_some() { " + landlock" } else { "" };
+    for step in &plan.mounts {
+        let (path, access, how) = match step {
+            MountStep::ReadOnlyRoot => ("/".to_owned(), "read-only", format!("read-only mount{ll}")),
+            MountStep::Tmpfs { path, writable, .. } => (
+                path.display().to_string(),
+                if *writable { "read-write" } else { "read-only" },
+                "private tmpfs, discarded at exit".to_owned(),
+            ),
+            MountStep::Proc => (
+                "/proc".into(),
+                "read-only*",
+                "fresh procfs of the sandbox's pid namespace; /proc/sys read-only".into(),
+            ),
+            MountStep::Dev => {
+                ("/dev".into(), "devices", "null zero full random urandom tty, private pts and shm".into())
+            }
+            MountStep::Bind { path, writable: true } => {
+                (path.display().to_string(), "read-write", format!("bind mount{ll}"))
+            }
+            MountStep::Bind { path, writable: false } => (
+                path.display().to_string(),
+                "read-only",
+                "read-only bind mount (Landlock cannot narrow a writable parent)".into(),
+            ),
+            MountStep::Protect { path } => (
+                path.display().to_string(),
+                "read-only",
+                "protected: read-only bind mount if it exists; a symlink fails closed".into(),
+            ),
+            MountStep::Mask { path } => (path.display().to_string(), "denied", "masked: empty unreadable mount".into()),
+        };
+        w(format!("{path:<44} {access:<11} {how}"));
+    }
+    w(String::new());
+    match &plan.landlock {
+        Some(l) => w(format!(
+            "{:<14} ABI {}{}",
+            "landlock",
+            l.abi,
+            if l.scoped { ", signals and abstract unix sockets scoped to the sandbox" } else { "" }
+        )),
+        None if plan.namespaces => w(format!("{:<14} not available (degraded)", "landlock")),
+        None => w(format!("{:<14} off", "landlock")),
+    }
+    if let Some(sc) = &plan.seccomp {
+        let denied = seccomp::denied_syscalls(&seccomp::FilterOptions { allow_nested_userns: sc.allow_nested_userns });
+        let names: Vec<&str> = denied.iter().map(|(n, _)| *n).collect();
+        w(format!("{:<14} {} syscalls denied or filtered: {}", "seccomp", names.len(), names.join(" ")));
+    } else {
+        w(format!("{:<14} off", "seccomp"));
+    }
+    w(format!(
+        "{:<14} {}",
+        "privileges",
+        if plan.drop_privileges { "all capabilities dropped, no_new_privs, securebits locked" } else { "unchanged" }
+    ));
+    let inherit = format!("{:?}", p.env.inherit).to_lowercase();
+    w(format!(
+        "{:<14} inherit {inherit}, default excludes {}, {} variables passed",
+        "environment",
+        if p.env.ignore_default_excludes { "off" } else { "on" },
+        plan.env.len()
+    ));
+    let l = &p.limits;
+    let fmt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
+    w(format!(
+        "{:<14} timeout {}s, memory {}, cpu {}s, processes {}, file size {}",
+        "limits",
+        fmt(l.timeout_secs),
+        fmt(l.memory_bytes),
+        fmt(l.cpu_seconds),
+        fmt(l.max_procs),
+        fmt(l.max_file_size)
+    ));
+    for d in &prepared.degraded {
+        w(format!("{:<14} {} cannot be enforced here: {}", "DEGRADED", d.layer, d.why));
+    }
+}

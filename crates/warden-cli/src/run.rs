@@ -1,0 +1,184 @@
+//! `warden run`: resolve the policy, check that every promised layer can be enforced, launch.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use warden_policy::{NetMode, Policy, Resolved};
+use warden_sandbox::doctor::LANDLOCK_ABI_FULL;
+use warden_sandbox::launch::{self, Outcome};
+use warden_sandbox::plan::{self, CompileOptions, LaunchPlan};
+use warden_sandbox::sys;
+
+use crate::args::{PolicyArgs, RunArgs};
+
+/// warden's own failure.
+pub const EXIT_WARDEN: i32 = 125;
+
+/// Prints `warden: error: ...` and returns 125.
+pub fn fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("warden: error: {msg}");
+    EXIT_WARDEN
+}
+
+/// A layer the profile promises but the kernel does not provide.
+pub struct Degraded {
+    pub layer: &'static str,
+    pub why: String,
+}
+
+/// The resolved policy and everything derived from it.
+pub struct Prepared {
+    pub resolved: Resolved,
+    pub plan: LaunchPlan,
+    pub degraded: Vec<Degraded>,
+    pub landlock_abi: Option<u32>,
+}
+
+/// Resolves the policy and compiles the plan; the error is already a message for people.
+pub fn prepare(args: &PolicyArgs, command: &[String]) -> Result<Prepared, String> {
+    let host =
+        warden_policy::HostContext::from_process().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let resolved = warden_policy::resolve(&args.to_options(), &host).map_err(|e| e.to_string())?;
+    let policy = &resolved.policy;
+    let landlock_abi = sys::landlock_abi();
+    let mut degraded = Vec::new();
+    if !policy.profile.everything_writable() {
+        match landlock_abi {
+            None => degraded.push(Degraded {
+                layer: "landlock",
+                why: "this kernel has no Landlock (CONFIG_SECURITY_LANDLOCK, or `lsm=` lacks landlock)".into(),
+            }),
+            Some(abi) if abi < LANDLOCK_ABI_FULL => degraded.push(Degraded {
+                layer: "landlock scoping",
+                why: format!(
+                    "Landlock ABI {abi} < {LANDLOCK_ABI_FULL}: signals and abstract unix sockets cannot be scoped to the sandbox"
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    let env = policy.env.apply(&host.env);
+    let plan = plan::compile(
+        policy,
+        command,
+        env,
+        sys::getuid(),
+        sys::getgid(),
+        &CompileOptions { allow_nested_userns: args.allow_nested_userns, landlock_abi },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Prepared { resolved, plan, degraded, landlock_abi })
+}
+
+pub fn run(args: RunArgs) -> i32 {
+    let prepared = match prepare(&args.policy, &args.command) {
+        Ok(p) => p,
+        Err(msg) => return fail(msg),
+    };
+    for w in &prepared.resolved.warnings {
+        eprintln!("{w}");
+    }
+    let policy = &prepared.resolved.policy;
+    if policy.net == NetMode::Allowlist {
+        return fail(
+            "--net allowlist (and the net-read-only / workspace-net profiles) is not available yet: \
+             the egress proxy has not landed. Use --net none, or --net host to accept full network access",
+        );
+    }
+    if !prepared.degraded.is_empty() {
+        if !policy.allow_degraded {
+            for d in &prepared.degraded {
+                eprintln!("warden: error: cannot enforce the {} layer: {}", d.layer, d.why);
+            }
+            eprintln!("warden: refusing to run with a weaker sandbox than the profile promises; pass --allow-degraded to accept this on purpose");
+            return EXIT_WARDEN;
+        }
+        for d in &prepared.degraded {
+            eprintln!("warden: warning: running without the {} layer (--allow-degraded): {}", d.layer, d.why);
+        }
+    }
+    print_risk_warnings(policy);
+    if let Err(code) = confirm_outside_writes(policy, args.yes) {
+        return code;
+    }
+    if args.verbose {
+        crate::explain::print_layers(&prepared, &mut std::io::stderr());
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot find warden's own executable to start the sandbox init: {e}")),
+    };
+    let timeout = policy.limits.timeout_secs.map(Duration::from_secs);
+    let report = match launch::run(&prepared.plan, &exe, timeout) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    match &report.outcome {
+        Outcome::SetupFailed { layer, detail } => {
+            eprintln!("warden: error: cannot enforce the {layer} layer: {detail}");
+            eprintln!("warden: the command did not run. `warden doctor` shows what this kernel can enforce");
+        }
+        Outcome::ExecFailed { program, errno } => {
+            let what = if errno.0 == libc::ENOENT { "command not found" } else { "cannot execute" };
+            eprintln!("warden: {program}: {what} inside the sandbox ({errno})");
+        }
+        Outcome::TimedOut => {
+            eprintln!(
+                "warden: timed out after {}s: killed the command and every process it started",
+                policy.limits.timeout_secs.unwrap_or_default()
+            );
+        }
+        Outcome::Finished(_) => {}
+    }
+    if args.verbose {
+        eprintln!(
+            "warden: exit {} after {:.3}s, peak RSS {} KiB",
+            report.outcome.exit_code(),
+            report.duration.as_secs_f64(),
+            report.peak_rss_kib
+        );
+    }
+    report.outcome.exit_code()
+}
+
+fn print_risk_warnings(policy: &Policy) {
+    if policy.profile.everything_writable() {
+        eprintln!("warden: warning: profile `trusted`: no filesystem, network or syscall confinement");
+    } else if policy.net == NetMode::Host {
+        eprintln!(
+            "warden: warning: --net host: the command can reach any network address, including this machine's services"
+        );
+    }
+    if sys::getuid() == 0 {
+        eprintln!(
+            "warden: warning: running as root: the sandbox's uid 0 owns root's files; prefer an unprivileged user"
+        );
+    }
+}
+
+/// Writable roots outside the workdir need a yes: on a terminal we ask, otherwise `--yes`.
+fn confirm_outside_writes(policy: &Policy, yes: bool) -> Result<(), i32> {
+    if policy.writable_outside_workdir.is_empty() || yes {
+        return Ok(());
+    }
+    let list: Vec<String> = policy.writable_outside_workdir.iter().map(|p| p.display().to_string()).collect();
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() && std::io::stderr().is_terminal() {
+        eprint!(
+            "warden: make these paths outside the workdir {} writable? {} [y/N] ",
+            policy.workdir.display(),
+            list.join(", ")
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if stdin.lock().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(());
+        }
+        return Err(fail("not confirmed; nothing ran"));
+    }
+    Err(fail(format!(
+        "writable path(s) outside the workdir {}: {}; confirm with --yes when not on a terminal",
+        policy.workdir.display(),
+        list.join(", ")
+    )))
+}

@@ -1,0 +1,847 @@
+//! Config files: warden's own `warden.toml` (strict) and Codex's `config.toml` (lenient).
+//!
+//! Guarantees: files larger than [`MAX_CONFIG_SIZE`] are refused before parsing. In
+//! `warden.toml`, every unknown key (at any level) and every wrong type is an error naming the
+//! file, line and key; the two keys that select how much the sandbox allows (`profile`,
+//! `[network] mode`) instead fall back to the safest value (`offline`, `none`) with exactly one
+//! [`ConfigWarning`]. Codex's file is Codex's: unknown keys are ignored, and a known key with a
+//! wrong type or value yields one warning and the safest value (`sandbox_mode`: `offline`;
+//! `network_access`: false; anything else: the key is ignored). Paths are expanded (`~/`, relative
+//! to the file's directory) but not checked here; [`crate::resolve`] checks them.
+//!
+//! Adding a key: add it to the `accepted` list of its table in [`WardenConfig::parse`] and read
+//! it with the matching `Section` getter; a new table (`[audit]`) is one more `Section::child`.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Location, PolicyError};
+use crate::paths::expand_config_path;
+use crate::policy::{check_limit, Limits};
+use crate::profile::{EnvInherit, NetMode, Profile, CODEX_SANDBOX_MODES, PROFILE_NAMES};
+use crate::size::parse_size;
+use crate::toml_tree::{self, line_of, Kind, Node};
+
+/// The largest config file warden reads, in bytes (1 MiB).
+pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+
+/// A problem in a config file or the environment that warden worked around (with the safest
+/// value), to be shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigWarning {
+    /// The file, or `None` for an environment variable.
+    pub file: Option<PathBuf>,
+    /// The key (dotted for nested keys), or the environment variable's name.
+    pub key: String,
+    /// What was wrong and what warden used instead.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "warden: warning: {}: key \"{}\": {}", file.display(), self.key, self.message),
+            None => write!(f, "warden: warning: environment variable {}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// A path from a config file, expanded and absolute, with the line it was written on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigPath {
+    /// The expanded, absolute, lexically normalized path.
+    pub path: PathBuf,
+    /// The 1-based line in the config file, if known.
+    pub line: Option<usize>,
+}
+
+/// Environment settings from a config file (all optional; merged by [`crate::resolve`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvConfig {
+    /// `inherit`.
+    pub inherit: Option<EnvInherit>,
+    /// `ignore_default_excludes`.
+    pub ignore_default_excludes: Option<bool>,
+    /// `exclude`.
+    pub exclude: Vec<String>,
+    /// `set`, in file order.
+    pub set: Vec<(String, String)>,
+    /// `include_only`.
+    pub include_only: Vec<String>,
+}
+
+/// A parsed `warden.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WardenConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `profile` (an invalid value is already replaced by `offline`, with a warning).
+    pub profile: Option<Profile>,
+    /// `[filesystem] writable`.
+    pub writable: Vec<ConfigPath>,
+    /// `[filesystem] read_only`.
+    pub read_only: Vec<ConfigPath>,
+    /// `[filesystem] deny_read`.
+    pub deny_read: Vec<ConfigPath>,
+    /// `[network] mode` (an invalid value is already replaced by `none`, with a warning).
+    pub net: Option<NetMode>,
+    /// `[env]`.
+    pub env: EnvConfig,
+    /// `[limits]`, already range-checked.
+    pub limits: Limits,
+}
+
+/// The parts of Codex's `config.toml` that warden honours.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CodexConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `sandbox_mode`, mapped to a profile (invalid: `offline`, with a warning).
+    pub sandbox_mode: Option<Profile>,
+    /// `[sandbox_workspace_write] network_access`.
+    pub network_access: bool,
+    /// `[sandbox_workspace_write] writable_roots`, expanded and absolute.
+    pub writable_roots: Vec<PathBuf>,
+    /// `[sandbox_workspace_write] exclude_tmpdir_env_var`.
+    pub exclude_tmpdir_env_var: bool,
+    /// `[sandbox_workspace_write] exclude_slash_tmp`.
+    pub exclude_slash_tmp: bool,
+    /// `[shell_environment_policy]`.
+    pub env: EnvConfig,
+}
+
+impl CodexConfig {
+    /// The profile Codex's settings select: `sandbox_mode`, with `workspace-write` plus
+    /// `network_access = true` meaning `workspace-net`.
+    pub fn profile(&self) -> Option<Profile> {
+        match self.sandbox_mode {
+            Some(Profile::WorkspaceWrite) if self.network_access => Some(Profile::WorkspaceNet),
+            other => other,
+        }
+    }
+}
+
+/// Reads a config file, refusing files larger than [`MAX_CONFIG_SIZE`] and non-UTF-8 content.
+pub fn read_config_file(path: &Path) -> Result<String, PolicyError> {
+    let read_err = |source: io::Error| PolicyError::ConfigRead { path: path.to_owned(), source };
+    let file = File::open(path).map_err(read_err)?;
+    let mut buf = Vec::new();
+    file.take(MAX_CONFIG_SIZE + 1).read_to_end(&mut buf).map_err(read_err)?;
+    if buf.len() as u64 > MAX_CONFIG_SIZE {
+        return Err(PolicyError::ConfigTooLarge { path: path.to_owned(), limit: MAX_CONFIG_SIZE });
+    }
+    String::from_utf8(buf).map_err(|_| read_err(io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8")))
+}
+
+fn parse_tree(src: &str, path: &Path) -> Result<Node, PolicyError> {
+    toml_tree::parse(src).map_err(|(line, message)| PolicyError::ConfigSyntax {
+        location: Location { file: path.to_owned(), line },
+        message,
+    })
+}
+
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_owned).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The first span inside `node` (its own, else its first descendant's).
+fn first_span(node: &Node) -> Option<usize> {
+    if let Some(span) = &node.span {
+        return Some(span.start);
+    }
+    match &node.kind {
+        Kind::Array(items) => items.iter().find_map(first_span),
+        Kind::Table(entries) => entries.iter().find_map(|(_, v)| first_span(v)),
+        _ => None,
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    src: &'a str,
+    base: PathBuf,
+    home: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    fn line(&self, node: &Node) -> Option<usize> {
+        first_span(node).map(|o| line_of(self.src, o))
+    }
+
+    fn loc(&self, node: &Node) -> Location {
+        Location { file: self.file.to_owned(), line: self.line(node) }
+    }
+}
+
+/// One table of the strict file, with its unknown keys already rejected.
+struct Section<'a> {
+    ctx: &'a Ctx<'a>,
+    name: String,
+    entries: &'a [(String, Node)],
+}
+
+impl<'a> Section<'a> {
+    fn open(ctx: &'a Ctx<'a>, name: String, node: &'a Node, accepted: &[&str]) -> Result<Self, PolicyError> {
+        let entries = node.as_table().unwrap_or(&[]);
+        for (key, value) in entries {
+            if !accepted.contains(&key.as_str()) {
+                return Err(PolicyError::UnknownKey {
+                    location: ctx.loc(value),
+                    key: key.clone(),
+                    table: name,
+                    accepted: accepted.join(", "),
+                });
+            }
+        }
+        Ok(Section { ctx, name, entries })
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Node> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    fn type_err(&self, key: &str, node: &Node, expected: &str) -> PolicyError {
+        PolicyError::ConfigType {
+            location: self.ctx.loc(node),
+            key: key.to_owned(),
+            table: self.name.clone(),
+            expected: expected.to_owned(),
+            found: node.type_name().to_owned(),
+        }
+    }
+
+    fn value_err(&self, key: &str, node: &Node, message: String) -> PolicyError {
+        PolicyError::ConfigValue {
+            location: self.ctx.loc(node),
+            key: key.to_owned(),
+            table: self.name.clone(),
+            message,
+        }
+    }
+
+    /// The sub-table `key`, with its accepted keys (`None`: any key).
+    fn child(&self, key: &str, accepted: Option<&[&str]>) -> Result<Option<Section<'a>>, PolicyError> {
+        let Some(node) = self.get(key) else {
+            return Ok(None);
+        };
+        if node.as_table().is_none() {
+            return Err(self.type_err(key, node, "a table"));
+        }
+        let name = if self.name.starts_with('[') {
+            format!("[{}.{key}]", self.name.trim_matches(|c| c == '[' || c == ']'))
+        } else {
+            format!("[{key}]")
+        };
+        match accepted {
+            Some(accepted) => Section::open(self.ctx, name, node, accepted).map(Some),
+            None => Ok(Some(Section { ctx: self.ctx, name, entries: node.as_table().unwrap_or(&[]) })),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<(&'a str, &'a Node)>, PolicyError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(node) => match &node.kind {
+                Kind::String(s) => Ok(Some((s, node))),
+                _ => Err(self.type_err(key, node, "a string")),
+            },
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, PolicyError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(node) => match node.kind {
+                Kind::Boolean(b) => Ok(Some(b)),
+                _ => Err(self.type_err(key, node, "a boolean")),
+            },
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<(&'a str, &'a Node)>, PolicyError> {
+        let Some(node) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let Kind::Array(items) = &node.kind else {
+            return Err(self.type_err(key, node, "an array of strings"));
+        };
+        items
+            .iter()
+            .map(|item| match &item.kind {
+                Kind::String(s) => Ok((s.as_str(), item)),
+                _ => Err(self.type_err(key, item, "an array of strings")),
+            })
+            .collect()
+    }
+
+    fn paths(&self, key: &str) -> Result<Vec<ConfigPath>, PolicyError> {
+        self.strings(key)?
+            .into_iter()
+            .map(|(raw, node)| {
+                expand_config_path(raw, &self.ctx.base, self.ctx.home)
+                    .map(|path| ConfigPath { path, line: self.ctx.line(node) })
+                    .map_err(|m| self.value_err(key, node, m))
+            })
+            .collect()
+    }
+
+    /// A non-negative integer, or with `sizes`, also a size string such as `"64M"`.
+    fn count(&self, key: &str, sizes: bool) -> Result<Option<(u64, &'a Node)>, PolicyError> {
+        let Some(node) = self.get(key) else {
+            return Ok(None);
+        };
+        let expected =
+            if sizes { "a non-negative integer or a size string such as \"64M\"" } else { "a non-negative integer" };
+        match &node.kind {
+            Kind::Integer(i) => u64::try_from(*i)
+                .map(|v| Some((v, node)))
+                .map_err(|_| self.value_err(key, node, format!("expected {expected}, found {i}"))),
+            Kind::String(s) if sizes => {
+                parse_size(s).map(|v| Some((v, node))).map_err(|m| self.value_err(key, node, m))
+            }
+            _ => Err(self.type_err(key, node, expected)),
+        }
+    }
+
+    fn limit(&self, key: &str, field: &str, sizes: bool) -> Result<Option<u64>, PolicyError> {
+        match self.count(key, sizes)? {
+            None => Ok(None),
+            Some((v, node)) => {
+                check_limit(field, v, &self.ctx.loc(node).to_string())?;
+                Ok(Some(v))
+            }
+        }
+    }
+}
+
+/// A warning that `key` in `file` had an invalid value and `fallback` was used.
+fn fallback_warning(file: &Path, key: &str, node: &Node, accepted: &[&str], fallback: &str) -> ConfigWarning {
+    ConfigWarning {
+        file: Some(file.to_owned()),
+        key: key.to_owned(),
+        message: format!("invalid value {} (accepted: {}); using \"{fallback}\"", node.describe(), accepted.join(", ")),
+    }
+}
+
+fn check_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        Err(format!(
+            "invalid environment variable name {} (must be non-empty without '=' or NUL)",
+            crate::quote::toml_quote(name)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+impl WardenConfig {
+    /// Reads and parses `path`. `home` expands `~/` in paths.
+    pub fn load(path: &Path, home: Option<&Path>) -> Result<(WardenConfig, Vec<ConfigWarning>), PolicyError> {
+        let src = read_config_file(path)?;
+        WardenConfig::parse(&src, path, home)
+    }
+
+    /// Parses `src` as the content of `path` (used in messages and as the base of relative paths).
+    pub fn parse(
+        src: &str,
+        path: &Path,
+        home: Option<&Path>,
+    ) -> Result<(WardenConfig, Vec<ConfigWarning>), PolicyError> {
+        let root = parse_tree(src, path)?;
+        let ctx = Ctx { file: path, src, base: config_dir(path), home };
+        let mut warnings = Vec::new();
+        let mut cfg = WardenConfig { path: path.to_owned(), ..WardenConfig::default() };
+        let top = Section::open(
+            &ctx,
+            "the top-level table".to_owned(),
+            &root,
+            &["profile", "filesystem", "network", "env", "limits"],
+        )?;
+
+        if let Some(node) = top.get("profile") {
+            let parsed = match &node.kind {
+                Kind::String(s) => s.parse::<Profile>().ok(),
+                _ => None,
+            };
+            cfg.profile = Some(parsed.unwrap_or_else(|| {
+                warnings.push(fallback_warning(path, "profile", node, PROFILE_NAMES, Profile::Offline.name()));
+                Profile::Offline
+            }));
+        }
+
+        if let Some(fs) = top.child("filesystem", Some(&["writable", "read_only", "deny_read"]))? {
+            cfg.writable = fs.paths("writable")?;
+            cfg.read_only = fs.paths("read_only")?;
+            cfg.deny_read = fs.paths("deny_read")?;
+        }
+
+        if let Some(net) = top.child("network", Some(&["mode"]))? {
+            if let Some(node) = net.get("mode") {
+                let parsed = match &node.kind {
+                    Kind::String(s) => s.parse::<NetMode>().ok(),
+                    _ => None,
+                };
+                cfg.net = Some(parsed.unwrap_or_else(|| {
+                    warnings.push(fallback_warning(
+                        path,
+                        "network.mode",
+                        node,
+                        crate::profile::NET_MODE_NAMES,
+                        NetMode::None.name(),
+                    ));
+                    NetMode::None
+                }));
+            }
+        }
+
+        if let Some(env) =
+            top.child("env", Some(&["inherit", "exclude", "set", "include_only", "ignore_default_excludes"]))?
+        {
+            if let Some((s, node)) = env.string("inherit")? {
+                cfg.env.inherit =
+                    Some(s.parse::<EnvInherit>().map_err(|e| env.value_err("inherit", node, e.to_string()))?);
+            }
+            cfg.env.ignore_default_excludes = env.boolean("ignore_default_excludes")?;
+            cfg.env.exclude = own(env.strings("exclude")?);
+            cfg.env.include_only = own(env.strings("include_only")?);
+            if let Some(set) = env.child("set", None)? {
+                for (name, node) in set.entries {
+                    let Kind::String(value) = &node.kind else {
+                        return Err(set.type_err(name, node, "a string"));
+                    };
+                    check_env_name(name).map_err(|m| set.value_err(name, node, m))?;
+                    if value.contains('\0') {
+                        return Err(set.value_err(name, node, "value contains NUL".to_owned()));
+                    }
+                    cfg.env.set.push((name.clone(), value.clone()));
+                }
+            }
+        }
+
+        if let Some(limits) =
+            top.child("limits", Some(&["timeout", "memory", "cpu_seconds", "max_procs", "max_file_size"]))?
+        {
+            cfg.limits = Limits {
+                timeout_secs: limits.limit("timeout", "timeout", false)?,
+                memory_bytes: limits.limit("memory", "memory", true)?,
+                cpu_seconds: limits.limit("cpu_seconds", "cpu_seconds", false)?,
+                max_procs: limits.limit("max_procs", "max_procs", false)?,
+                max_file_size: limits.limit("max_file_size", "max_file_size", true)?,
+            };
+        }
+        Ok((cfg, warnings))
+    }
+}
+
+fn own(v: Vec<(&str, &Node)>) -> Vec<String> {
+    v.into_iter().map(|(s, _)| s.to_owned()).collect()
+}
+
+/// Lenient reader for Codex's file: wrong types become warnings.
+struct Lenient<'a> {
+    file: &'a Path,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl Lenient<'_> {
+    fn warn(&mut self, key: &str, message: String) {
+        self.warnings.push(ConfigWarning { file: Some(self.file.to_owned()), key: key.to_owned(), message });
+    }
+
+    fn wrong_type(&mut self, key: &str, node: &Node, expected: &str, using: &str) {
+        self.warn(key, format!("expected {expected}, found {}; {using}", node.type_name()));
+    }
+
+    fn table<'n>(&mut self, parent: &'n Node, key: &str) -> Option<&'n Node> {
+        let node = parent.get(key)?;
+        if node.as_table().is_some() {
+            Some(node)
+        } else {
+            self.wrong_type(key, node, "a table", "ignoring it");
+            None
+        }
+    }
+
+    fn boolean(&mut self, table: &Node, prefix: &str, key: &str) -> Option<bool> {
+        let node = table.get(key)?;
+        match node.kind {
+            Kind::Boolean(b) => Some(b),
+            _ => {
+                self.wrong_type(&format!("{prefix}.{key}"), node, "a boolean", "ignoring it");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, table: &Node, prefix: &str, key: &str) -> Vec<String> {
+        let Some(node) = table.get(key) else {
+            return Vec::new();
+        };
+        let collected: Option<Vec<String>> = match &node.kind {
+            Kind::Array(items) => items
+                .iter()
+                .map(|i| match &i.kind {
+                    Kind::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        collected.unwrap_or_else(|| {
+            self.wrong_type(&format!("{prefix}.{key}"), node, "an array of strings", "ignoring it");
+            Vec::new()
+        })
+    }
+}
+
+impl CodexConfig {
+    /// Reads and parses Codex's `config.toml` at `path`. `home` expands `~/` in paths.
+    pub fn load(path: &Path, home: Option<&Path>) -> Result<(CodexConfig, Vec<ConfigWarning>), PolicyError> {
+        let src = read_config_file(path)?;
+        CodexConfig::parse(&src, path, home)
+    }
+
+    /// Parses `src` as the content of Codex's config at `path`.
+    pub fn parse(
+        src: &str,
+        path: &Path,
+        home: Option<&Path>,
+    ) -> Result<(CodexConfig, Vec<ConfigWarning>), PolicyError> {
+        let root = parse_tree(src, path)?;
+        let base = config_dir(path);
+        let mut l = Lenient { file: path, warnings: Vec::new() };
+        let mut cfg = CodexConfig { path: path.to_owned(), ..CodexConfig::default() };
+
+        if let Some(node) = root.get("sandbox_mode") {
+            let parsed = match &node.kind {
+                Kind::String(s) => Profile::from_codex_sandbox_mode(s),
+                _ => None,
+            };
+            cfg.sandbox_mode = Some(parsed.unwrap_or_else(|| {
+                l.warnings.push(fallback_warning(
+                    path,
+                    "sandbox_mode",
+                    node,
+                    CODEX_SANDBOX_MODES,
+                    Profile::Offline.name(),
+                ));
+                Profile::Offline
+            }));
+        }
+
+        const SWW: &str = "sandbox_workspace_write";
+        if let Some(sww) = l.table(&root, SWW) {
+            cfg.network_access = l.boolean(sww, SWW, "network_access").unwrap_or(false);
+            cfg.exclude_tmpdir_env_var = l.boolean(sww, SWW, "exclude_tmpdir_env_var").unwrap_or(false);
+            cfg.exclude_slash_tmp = l.boolean(sww, SWW, "exclude_slash_tmp").unwrap_or(false);
+            for raw in l.strings(sww, SWW, "writable_roots") {
+                match expand_config_path(&raw, &base, home) {
+                    Ok(p) => cfg.writable_roots.push(p),
+                    Err(m) => l.warn(&format!("{SWW}.writable_roots"), format!("{m}; ignoring this entry")),
+                }
+            }
+        }
+
+        const SEP: &str = "shell_environment_policy";
+        if let Some(sep) = l.table(&root, SEP) {
+            if let Some(node) = sep.get("inherit") {
+                let parsed = match &node.kind {
+                    Kind::String(s) => s.parse::<EnvInherit>().ok(),
+                    _ => None,
+                };
+                cfg.env.inherit = Some(parsed.unwrap_or_else(|| {
+                    l.warnings.push(fallback_warning(
+                        path,
+                        &format!("{SEP}.inherit"),
+                        node,
+                        crate::profile::ENV_INHERIT_NAMES,
+                        EnvInherit::Core.name(),
+                    ));
+                    EnvInherit::Core
+                }));
+            }
+            cfg.env.ignore_default_excludes = l.boolean(sep, SEP, "ignore_default_excludes");
+            cfg.env.exclude = l.strings(sep, SEP, "exclude");
+            cfg.env.include_only = l.strings(sep, SEP, "include_only");
+            if let Some(set) = sep.get("set") {
+                match set.as_table() {
+                    Some(entries) => {
+                        for (name, node) in entries {
+                            let key = format!("{SEP}.set.{name}");
+                            match &node.kind {
+                                Kind::String(v) if check_env_name(name).is_ok() && !v.contains('\0') => {
+                                    cfg.env.set.push((name.clone(), v.clone()));
+                                }
+                                Kind::String(_) => {
+                                    l.warn(&key, "invalid variable name or NUL in value; ignoring it".to_owned())
+                                }
+                                _ => l.wrong_type(&key, node, "a string", "ignoring it"),
+                            }
+                        }
+                    }
+                    None => l.wrong_type(&format!("{SEP}.set"), set, "a table", "ignoring it"),
+                }
+            }
+        }
+        Ok((cfg, l.warnings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<(WardenConfig, Vec<ConfigWarning>), PolicyError> {
+        WardenConfig::parse(src, Path::new("/x/warden.toml"), Some(Path::new("/home/u")))
+    }
+
+    fn err(src: &str) -> String {
+        parse(src).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let (cfg, warnings) = parse(
+            r#"
+profile = "workspace-net"
+[filesystem]
+writable = ["~/.cache/x", "data", "/abs/../abs2"]
+read_only = ["./ro"]
+deny_read = ["~/secret"]
+[network]
+mode = "host"
+[env]
+inherit = "core"
+exclude = ["AWS_*"]
+include_only = ["PATH", "X"]
+ignore_default_excludes = true
+set = { X = "1", Y = "two" }
+[limits]
+timeout = 60
+memory = "64M"
+cpu_seconds = 10
+max_procs = 100
+max_file_size = 1048576
+"#,
+        )
+        .expect("parses");
+        assert!(warnings.is_empty());
+        assert_eq!(cfg.profile, Some(Profile::WorkspaceNet));
+        let w: Vec<_> = cfg.writable.iter().map(|c| c.path.clone()).collect();
+        assert_eq!(w, [PathBuf::from("/home/u/.cache/x"), PathBuf::from("/x/data"), PathBuf::from("/abs2")]);
+        assert_eq!(cfg.writable[1].line, Some(4));
+        assert_eq!(cfg.read_only[0].path, PathBuf::from("/x/ro"));
+        assert_eq!(cfg.deny_read[0].path, PathBuf::from("/home/u/secret"));
+        assert_eq!(cfg.net, Some(NetMode::Host));
+        assert_eq!(cfg.env.inherit, Some(EnvInherit::Core));
+        assert_eq!(cfg.env.exclude, ["AWS_*"]);
+        assert_eq!(cfg.env.include_only, ["PATH", "X"]);
+        assert_eq!(cfg.env.ignore_default_excludes, Some(true));
+        assert_eq!(cfg.env.set, [("X".to_owned(), "1".to_owned()), ("Y".to_owned(), "two".to_owned())]);
+        assert_eq!(
+            cfg.limits,
+            Limits {
+                timeout_secs: Some(60),
+                memory_bytes: Some(64 << 20),
+                cpu_seconds: Some(10),
+                max_procs: Some(100),
+                max_file_size: Some(1 << 20),
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_table_and_accepted() {
+        assert_eq!(
+            err("profile = \"offline\"\n\n[filesystem]\nwriteable = [\"a\"]\n"),
+            "/x/warden.toml:4: unknown key \"writeable\" in [filesystem] (accepted: writable, read_only, deny_read)"
+        );
+        assert_eq!(
+            err("\n\nprofiles = \"offline\"\n"),
+            "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits)"
+        );
+        assert_eq!(
+            err("[network]\nmode = \"none\"\nallow = []\n"),
+            "/x/warden.toml:3: unknown key \"allow\" in [network] (accepted: mode)"
+        );
+        // Dotted keys and sub-tables are checked too.
+        assert!(err("profile = \"offline\"\nfilesystem.bogus = 1\n")
+            .starts_with("/x/warden.toml:2: unknown key \"bogus\" in [filesystem]"));
+        assert!(err("[limits]\ntimeout = 5\n[limits.x]\ny = 1\n")
+            .starts_with("/x/warden.toml:4: unknown key \"x\" in [limits]"));
+        assert!(err("[env]\n[env.set]\nA = \"1\"\n[env.set.B]\nc = \"2\"\n")
+            .contains("key \"B\" in [env.set]: expected a string, found a table"));
+    }
+
+    #[test]
+    fn type_errors_name_file_line_key_and_type() {
+        assert_eq!(
+            err("[filesystem]\nwritable = \"/tmp\"\n"),
+            "/x/warden.toml:2: key \"writable\" in [filesystem]: expected an array of strings, found a string"
+        );
+        assert_eq!(
+            err("[filesystem]\nwritable = [\n  \"/a\",\n  3,\n]\n"),
+            "/x/warden.toml:4: key \"writable\" in [filesystem]: expected an array of strings, found an integer"
+        );
+        assert_eq!(
+            err("filesystem = 3\n"),
+            "/x/warden.toml:1: key \"filesystem\" in the top-level table: expected a table, found an integer"
+        );
+        assert!(err("[env]\nignore_default_excludes = \"yes\"\n")
+            .contains(":2: key \"ignore_default_excludes\" in [env]: expected a boolean, found a string"));
+        assert!(err("[env]\ninherit = \"some\"\n")
+            .contains(":2: key \"inherit\" in [env]: invalid env inherit mode \"some\" (accepted: all, core, none)"));
+        assert!(err("[env.set]\n\"A=B\" = \"x\"\n").contains("invalid environment variable name"));
+        assert!(err("[limits]\nmemory = \"lots\"\n").contains(":2: key \"memory\" in [limits]: invalid size \"lots\""));
+        assert!(err("[limits]\nmax_procs = -1\n").contains("expected a non-negative integer, found -1"));
+        assert!(err("[limits]\ntimeout = \"1h\"\n").contains("expected a non-negative integer, found a string"));
+    }
+
+    #[test]
+    fn limits_are_range_checked_with_location() {
+        assert_eq!(
+            err("[limits]\n\ntimeout = 0\n"),
+            "limit timeout = 0 from /x/warden.toml:3 is out of range (accepted: 1..=604800 seconds (7 days))"
+        );
+        assert!(err("[limits]\nmemory = \"512K\"\n").contains("limit memory = 524288 from /x/warden.toml:2"));
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        let e = err("profile = \"offline\"\n[filesystem\n");
+        assert!(e.starts_with("/x/warden.toml:2: invalid toml: "), "{e}");
+    }
+
+    #[test]
+    fn invalid_profile_falls_back_to_offline_with_one_warning() {
+        for (value, shown) in [("\"bogus\"", "\"bogus\""), ("3", "3"), ("[\"trusted\"]", "an array")] {
+            let (cfg, warnings) = parse(&format!("profile = {value}\n")).expect("parses");
+            assert_eq!(cfg.profile, Some(Profile::Offline));
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert_eq!(
+                warnings[0].to_string(),
+                format!(
+                    "warden: warning: /x/warden.toml: key \"profile\": invalid value {shown} (accepted: offline, net-read-only, workspace-write, workspace-net, trusted); using \"offline\""
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_network_mode_falls_back_to_none() {
+        let (cfg, warnings) = parse("[network]\nmode = \"wide-open\"\n").expect("parses");
+        assert_eq!(cfg.net, Some(NetMode::None));
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].key, "network.mode");
+        assert!(warnings[0].message.contains("(accepted: none, allowlist, host); using \"none\""));
+    }
+
+    #[test]
+    fn home_expansion_needs_a_home() {
+        let e = WardenConfig::parse("[filesystem]\nwritable = [\"~/x\"]\n", Path::new("/x/w.toml"), None)
+            .expect_err("no home");
+        assert!(e.to_string().contains("/x/w.toml:2: key \"writable\" in [filesystem]: cannot expand"), "{e}");
+    }
+
+    #[test]
+    fn oversized_and_missing_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("big.toml");
+        let mut content = String::from("# padding\n");
+        while content.len() as u64 <= MAX_CONFIG_SIZE {
+            content.push_str("# ..............................................................\n");
+        }
+        std::fs::write(&big, &content).expect("write");
+        let e = WardenConfig::load(&big, None).expect_err("too large");
+        assert!(matches!(e, PolicyError::ConfigTooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("larger than 1048576 bytes"));
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "profile = \"trusted\"\n").expect("write");
+        assert_eq!(WardenConfig::load(&ok, None).expect("ok").0.profile, Some(Profile::Trusted));
+        let e = WardenConfig::load(&dir.path().join("missing.toml"), None).expect_err("missing");
+        assert!(e.to_string().starts_with("cannot read config file "), "{e}");
+    }
+
+    fn codex(src: &str) -> (CodexConfig, Vec<ConfigWarning>) {
+        CodexConfig::parse(src, Path::new("/c/config.toml"), Some(Path::new("/home/u"))).expect("parses")
+    }
+
+    #[test]
+    fn codex_config_is_lenient_about_unknown_keys() {
+        let (cfg, warnings) = codex(
+            r#"
+model = "o3"
+approval_policy = "never"
+sandbox_mode = "workspace-write"
+[sandbox_workspace_write]
+writable_roots = ["~/extra", "/opt/x"]
+network_access = true
+exclude_tmpdir_env_var = true
+exclude_slash_tmp = true
+future_key = 1
+[shell_environment_policy]
+inherit = "core"
+exclude = ["FOO"]
+set = { A = "1" }
+include_only = ["PATH"]
+ignore_default_excludes = false
+experimental_use_profile = true
+[mcp_servers.x]
+command = "y"
+"#,
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.sandbox_mode, Some(Profile::WorkspaceWrite));
+        assert_eq!(cfg.profile(), Some(Profile::WorkspaceNet));
+        assert_eq!(cfg.writable_roots, [PathBuf::from("/home/u/extra"), PathBuf::from("/opt/x")]);
+        assert!(cfg.exclude_tmpdir_env_var && cfg.exclude_slash_tmp);
+        assert_eq!(cfg.env.inherit, Some(EnvInherit::Core));
+        assert_eq!(cfg.env.exclude, ["FOO"]);
+        assert_eq!(cfg.env.set, [("A".to_owned(), "1".to_owned())]);
+        assert_eq!(cfg.env.include_only, ["PATH"]);
+        assert_eq!(cfg.env.ignore_default_excludes, Some(false));
+        // network_access only upgrades workspace-write.
+        assert_eq!(
+            codex("sandbox_mode = \"read-only\"\n[sandbox_workspace_write]\nnetwork_access = true\n").0.profile(),
+            Some(Profile::Offline)
+        );
+    }
+
+    #[test]
+    fn codex_wrong_values_warn_once_and_use_safest() {
+        let (cfg, warnings) = codex("sandbox_mode = \"yolo\"\n");
+        assert_eq!(cfg.profile(), Some(Profile::Offline));
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            warnings[0].to_string(),
+            "warden: warning: /c/config.toml: key \"sandbox_mode\": invalid value \"yolo\" (accepted: read-only, workspace-write, danger-full-access); using \"offline\""
+        );
+        let (cfg, warnings) = codex(
+            "sandbox_mode = \"workspace-write\"\n[sandbox_workspace_write]\nnetwork_access = \"yes\"\nwritable_roots = \"/x\"\n",
+        );
+        assert_eq!(cfg.profile(), Some(Profile::WorkspaceWrite));
+        assert!(cfg.writable_roots.is_empty());
+        let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["sandbox_workspace_write.network_access", "sandbox_workspace_write.writable_roots"]);
+        assert!(warnings[0].message.contains("expected a boolean, found a string"));
+        let (cfg, warnings) = codex("sandbox_workspace_write = 1\nshell_environment_policy = \"x\"\n");
+        assert_eq!(cfg.profile(), None);
+        assert_eq!(warnings.len(), 2);
+        let (cfg, warnings) = codex("[shell_environment_policy]\ninherit = \"most\"\nset = { A = 1, B = \"b\" }\n");
+        assert_eq!(cfg.env.inherit, Some(EnvInherit::Core));
+        assert_eq!(cfg.env.set, [("B".to_owned(), "b".to_owned())]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
+    fn codex_syntax_errors_are_errors() {
+        let e = CodexConfig::parse("a = \n", Path::new("/c/config.toml"), None).expect_err("bad");
+        assert!(e.to_string().starts_with("/c/config.toml:1: invalid toml"), "{e}");
+    }
+}

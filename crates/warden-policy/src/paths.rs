@@ -1,0 +1,194 @@
+//! Path helpers and the default secret masks.
+//!
+//! Guarantees: [`normalize`] is purely lexical and never touches the filesystem;
+//! [`mask_variants`] returns, for an existing path, both its lexical absolute form and its
+//! canonical target when they differ, so that a mask on one cannot be bypassed through the other
+//! (a symlinked `~/.ssh`, a symlinked home directory). Nothing here creates or modifies files.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+/// Secret locations masked in every profile but `trusted`, relative to each home directory.
+pub const DEFAULT_MASKS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".gnupg",
+    ".config/gcloud",
+    ".kube",
+    ".docker/config.json",
+    ".netrc",
+    ".codex/auth.json",
+    ".git-credentials",
+    ".azure",
+    ".config/gh",
+    ".password-store",
+    ".pypirc",
+    ".npmrc",
+    ".local/share/keyrings",
+    ".config/warden",
+    ".local/state/warden",
+];
+
+/// Lexically normalizes `p`: drops `.` components and resolves `..` against the preceding
+/// component (`..` at the root stays at the root). Does not follow symlinks.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let popped = match out.components().next_back() {
+                    Some(Component::Normal(_)) => out.pop(),
+                    Some(Component::RootDir) | Some(Component::Prefix(_)) => true,
+                    _ => false,
+                };
+                if !popped {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// `p` made absolute against `base` (if relative) and lexically normalized.
+pub fn absolutize(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        normalize(p)
+    } else {
+        normalize(&base.join(p))
+    }
+}
+
+/// Expands a path from a config file: `~` and `~/...` against `home`, relative paths against
+/// `base` (the config file's directory). The result is absolute and lexically normalized.
+pub(crate) fn expand_config_path(raw: &str, base: &Path, home: Option<&Path>) -> Result<PathBuf, String> {
+    if raw.is_empty() {
+        return Err("empty path".to_owned());
+    }
+    if raw == "~" || raw.starts_with("~/") {
+        let home =
+            home.ok_or_else(|| format!("cannot expand \"{raw}\": the home directory is unknown (HOME is not set)"))?;
+        let rest = raw.trim_start_matches('~').trim_start_matches('/');
+        return Ok(absolutize(home, Path::new(rest)));
+    }
+    if raw.starts_with('~') {
+        return Err(format!("cannot expand \"{raw}\": only \"~\" and \"~/\" are supported, not ~user"));
+    }
+    Ok(absolutize(base, Path::new(raw)))
+}
+
+/// The home directories of other users that the default masks also cover: `/root` and every
+/// directory in `/home`. Unreadable locations are skipped.
+pub fn system_homes() -> Vec<PathBuf> {
+    let mut homes = vec![PathBuf::from("/root")];
+    if let Ok(entries) = fs::read_dir("/home") {
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        homes.extend(found);
+    }
+    homes
+}
+
+/// The paths to mask for `p` (absolute): nothing if it does not exist (following symlinks);
+/// otherwise its lexical form, plus its canonical form if that differs.
+pub fn mask_variants(p: &Path) -> Vec<PathBuf> {
+    let lexical = normalize(p);
+    match fs::canonicalize(&lexical) {
+        Ok(canonical) if canonical != lexical => vec![lexical, canonical],
+        Ok(_) => vec![lexical],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// [`DEFAULT_MASKS`] under each of `homes`, plus each of `extra` (absolute), expanded with
+/// [`mask_variants`]; deduplicated and sorted.
+pub fn default_masks(homes: &[PathBuf], extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for home in homes {
+        for rel in DEFAULT_MASKS {
+            out.extend(mask_variants(&home.join(rel)));
+        }
+    }
+    for p in extra {
+        out.extend(mask_variants(p));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether `p` is `root` or beneath it (component-wise, both expected canonical).
+pub fn is_within(p: &Path, root: &Path) -> bool {
+    p.starts_with(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/../..")), PathBuf::from("/"));
+        assert_eq!(normalize(Path::new("a/../..")), PathBuf::from(".."));
+        assert_eq!(normalize(Path::new("./")), PathBuf::from("."));
+        assert_eq!(absolutize(Path::new("/w"), Path::new("x/../y")), PathBuf::from("/w/y"));
+        assert_eq!(absolutize(Path::new("/w"), Path::new("/abs")), PathBuf::from("/abs"));
+    }
+
+    #[test]
+    fn config_path_expansion() {
+        let home = Path::new("/home/u");
+        let base = Path::new("/etc/warden");
+        assert_eq!(expand_config_path("~/.cache", base, Some(home)), Ok(PathBuf::from("/home/u/.cache")));
+        assert_eq!(expand_config_path("~", base, Some(home)), Ok(PathBuf::from("/home/u")));
+        assert_eq!(expand_config_path("data/../out", base, Some(home)), Ok(PathBuf::from("/etc/warden/out")));
+        assert_eq!(expand_config_path("/abs", base, None), Ok(PathBuf::from("/abs")));
+        assert!(expand_config_path("~/x", base, None).expect_err("no home").contains("home directory is unknown"));
+        assert!(expand_config_path("~bob/x", base, Some(home)).is_err());
+        assert!(expand_config_path("", base, Some(home)).is_err());
+    }
+
+    #[test]
+    fn masks_follow_symlinks_both_ways() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = fs::canonicalize(tmp.path()).expect("canon");
+        let home = root.join("home");
+        let real_ssh = root.join("elsewhere/ssh-keys");
+        fs::create_dir_all(&real_ssh).expect("mkdir");
+        fs::create_dir_all(home.join(".config/gh")).expect("mkdir");
+        fs::create_dir_all(home.join(".docker")).expect("mkdir");
+        fs::write(home.join(".netrc"), "machine x").expect("write");
+        symlink(&real_ssh, home.join(".ssh")).expect("symlink");
+        // A dangling link is not a secret and is skipped.
+        symlink(root.join("missing"), home.join(".aws")).expect("symlink");
+        // A symlinked home directory: masks must cover both spellings.
+        let linked_home = root.join("linked-home");
+        symlink(&home, &linked_home).expect("symlink");
+
+        let masks = default_masks(&[home.clone()], &[]);
+        let mut want = vec![home.join(".config/gh"), home.join(".netrc"), home.join(".ssh"), real_ssh.clone()];
+        want.sort();
+        assert_eq!(masks, want);
+
+        let masks = default_masks(&[linked_home.clone(), home.clone()], &[]);
+        assert!(masks.contains(&linked_home.join(".ssh")));
+        assert!(masks.contains(&linked_home.join(".netrc")));
+        assert!(masks.contains(&home.join(".netrc")));
+        assert!(masks.contains(&real_ssh));
+        assert_eq!(masks.iter().filter(|p| **p == real_ssh).count(), 1, "dedup");
+        let mut sorted = masks.clone();
+        sorted.sort();
+        assert_eq!(masks, sorted);
+    }
+}

@@ -1,0 +1,176 @@
+//! The resolved policy: everything `warden run` enforces, as plain data.
+//!
+//! Guarantees: a [`Policy`] produced by [`crate::resolve`] has a canonical, existing workdir;
+//! canonical writable and read-only roots; masks that exist; limits inside the ranges of
+//! [`check_limit`]; and a serde_json form, whose hash is [`Policy::digest`]. A `Policy` built by
+//! hand carries none of these guarantees.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::env::EnvPolicy;
+use crate::error::PolicyError;
+use crate::profile::{NetMode, Profile};
+
+/// Names kept read-only inside every writable root (every profile but `trusted`).
+pub const DEFAULT_PROTECTED_NAMES: &[&str] = &[".git", ".codex", ".agents"];
+
+/// Resource limits; `None` means not limited by warden.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock timeout in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Address-space / memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU time in seconds (`RLIMIT_CPU`).
+    pub cpu_seconds: Option<u64>,
+    /// Maximum number of processes (`RLIMIT_NPROC` or a pids limit).
+    pub max_procs: Option<u64>,
+    /// Maximum size of a written file in bytes (`RLIMIT_FSIZE`).
+    pub max_file_size: Option<u64>,
+}
+
+/// Checks one limit against its accepted range. `field` is one of `timeout`, `memory`,
+/// `cpu_seconds`, `max_procs`, `max_file_size`; `origin` (a flag or `file:line`) goes into the
+/// error.
+pub fn check_limit(field: &str, value: u64, origin: &str) -> Result<(), PolicyError> {
+    let (min, max, accepted) = match field {
+        "timeout" => (1, 604_800, "1..=604800 seconds (7 days)"),
+        "memory" => (1 << 20, u64::MAX, "at least 1048576 bytes (1 MiB)"),
+        "cpu_seconds" => (1, u64::MAX, "at least 1 second"),
+        "max_procs" => (1, 4_194_304, "1..=4194304"),
+        "max_file_size" => (1, u64::MAX, "at least 1 byte"),
+        _ => (0, u64::MAX, "any value"),
+    };
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(PolicyError::LimitOutOfRange {
+            field: field.to_owned(),
+            value,
+            origin: origin.to_owned(),
+            accepted: accepted.to_owned(),
+        })
+    }
+}
+
+/// Everything `warden run` needs to know about what the command may do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Policy {
+    /// The selected profile.
+    pub profile: Profile,
+    /// Absolute, canonical, existing directory the command starts in.
+    pub workdir: PathBuf,
+    /// Canonical writable roots (`["/"]` in `trusted`).
+    pub writable_roots: Vec<PathBuf>,
+    /// The writable roots that are neither the workdir nor beneath it (the CLI confirms these).
+    pub writable_outside_workdir: Vec<PathBuf>,
+    /// Canonical paths bound read-only even inside a writable root.
+    pub read_only: Vec<PathBuf>,
+    /// Existing paths hidden from the command (both spellings of symlinked paths); sorted.
+    pub deny_read: Vec<PathBuf>,
+    /// Names kept read-only inside every writable root.
+    pub protected_names: Vec<String>,
+    /// Whether the private tmpfs at `/tmp` is writable.
+    pub tmp_writable: bool,
+    /// `$TMPDIR` when it gets its own private tmpfs.
+    pub tmpdir: Option<PathBuf>,
+    /// Network mode.
+    pub net: NetMode,
+    /// Environment policy.
+    pub env: EnvPolicy,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Whether layers that cannot be enforced may be skipped (audited).
+    pub allow_degraded: bool,
+    /// Where each setting came from, for `warden explain`: `(setting, source)`.
+    pub sources: Vec<(String, String)>,
+}
+
+impl Policy {
+    /// A stable identifier of this policy: FNV-1a 64 of its serde_json form, as 16 hex digits.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_else(|_| format!("{self:?}").into_bytes());
+        format!("{:016x}", fnv1a64(&bytes))
+    }
+
+    /// The source recorded for `setting`, if any.
+    pub fn source_of(&self, setting: &str) -> Option<&str> {
+        self.sources.iter().find(|(k, _)| k == setting).map(|(_, v)| v.as_str())
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Policy {
+        Policy {
+            profile: Profile::WorkspaceWrite,
+            workdir: "/w".into(),
+            writable_roots: vec!["/w".into()],
+            writable_outside_workdir: vec![],
+            read_only: vec![],
+            deny_read: vec!["/home/u/.ssh".into()],
+            protected_names: vec![".git".into()],
+            tmp_writable: true,
+            tmpdir: None,
+            net: NetMode::None,
+            env: EnvPolicy::default(),
+            limits: Limits::default(),
+            allow_degraded: false,
+            sources: vec![("profile".into(), "--profile".into())],
+        }
+    }
+
+    #[test]
+    fn fnv_known_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn digest_is_stable_and_sensitive() {
+        let p = sample();
+        let d = p.digest();
+        assert_eq!(d.len(), 16);
+        assert_eq!(d, sample().digest());
+        let mut q = sample();
+        q.net = NetMode::Host;
+        assert_ne!(q.digest(), d);
+        let json = serde_json::to_string(&p).expect("serialize");
+        let back: Policy = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, p);
+        assert_eq!(back.digest(), d);
+        assert_eq!(p.source_of("profile"), Some("--profile"));
+        assert_eq!(p.source_of("net"), None);
+    }
+
+    #[test]
+    fn limit_ranges() {
+        assert!(check_limit("timeout", 1, "--timeout").is_ok());
+        assert!(check_limit("timeout", 604_800, "--timeout").is_ok());
+        let err = check_limit("timeout", 0, "--timeout").expect_err("0");
+        assert_eq!(
+            err.to_string(),
+            "limit timeout = 0 from --timeout is out of range (accepted: 1..=604800 seconds (7 days))"
+        );
+        assert!(check_limit("timeout", 604_801, "x").is_err());
+        assert!(check_limit("memory", (1 << 20) - 1, "x").is_err());
+        assert!(check_limit("memory", 1 << 20, "x").is_ok());
+        assert!(check_limit("max_procs", 0, "x").is_err());
+        assert!(check_limit("cpu_seconds", 0, "x").is_err());
+        assert!(check_limit("max_file_size", 0, "x").is_err());
+    }
+}

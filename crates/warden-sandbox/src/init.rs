@@ -1,0 +1,667 @@
+//! `warden __sandbox-init`: turns a [`LaunchPlan`] into a running, confined command.
+//!
+//! Process layout: the parent `warden run` spawns this init (the *outer* process, a freshly
+//! exec'd, single-threaded program). The outer unshares the namespaces, maps its own uid/gid,
+//! and forks the sandbox's PID 1. PID 1 builds the mount tree, pivots into it, brings up `lo`,
+//! and forks the command child; it then reaps zombies and forwards signals until the command
+//! ends, kills whatever is left and reports. The command child sets rlimits, `no_new_privs`,
+//! Landlock, drops every capability, installs seccomp last, and execs.
+//!
+//! Guarantees: any failure before exec is reported as [`Message::SetupFailed`] naming the
+//! layer, and the command does not run; the command never inherits the control descriptors;
+//! when PID 1 goes, the kernel kills every process of the sandbox.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::landlock::{self, LandlockPlan};
+use crate::plan::{LaunchPlan, MountStep, Rlimit};
+use crate::protocol::{CommandStatus, Message, CONTROL_FD, MAX_PLAN_BYTES, PLAN_FD};
+use crate::seccomp;
+use crate::sys::{self, mount_attr, Errno, Resolve, SigSet, WaitStatus};
+
+/// Exit code of the init when setup failed (the parent maps it to 125).
+const SETUP_FAILED: i32 = 125;
+
+/// Signals that PID 1 forwards to the command when they were sent by a process (not the tty).
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+    libc::SIGALRM,
+];
+
+/// A setup failure: which layer, and what exactly.
+#[derive(Debug)]
+struct SetupError {
+    layer: &'static str,
+    detail: String,
+}
+
+fn fail(layer: &'static str, what: impl std::fmt::Display, errno: Errno) -> SetupError {
+    SetupError { layer, detail: format!("{what}: {errno}") }
+}
+
+struct Control(OwnedFd);
+
+impl Control {
+    fn send(&self, msg: &Message) {
+        // Best effort: if the parent is gone we are about to be killed anyway.
+        let _ = sys::write_all(self.0.as_raw_fd(), &msg.encode());
+    }
+
+    fn report(&self, e: &SetupError) {
+        self.send(&Message::SetupFailed { layer: e.layer.to_owned(), detail: e.detail.clone() });
+    }
+}
+
+/// Entry point of `warden __sandbox-init`. Never returns.
+pub fn main() -> ! {
+    let control = match sys::take_fd(CONTROL_FD) {
+        Some(fd) => Control(fd),
+        None => {
+            eprintln!("warden: __sandbox-init is internal; run `warden run -- COMMAND` instead");
+            sys::exit_now(SETUP_FAILED)
+        }
+    };
+    let plan = match read_plan() {
+        Ok(p) => p,
+        Err(e) => {
+            control.report(&e);
+            sys::exit_now(SETUP_FAILED)
+        }
+    };
+    match outer(&plan, &control) {
+        Ok(code) => sys::exit_now(code),
+        Err(e) => {
+            control.report(&e);
+            sys::exit_now(SETUP_FAILED)
+        }
+    }
+}
+
+fn read_plan() -> Result<LaunchPlan, SetupError> {
+    let fd = sys::take_fd(PLAN_FD)
+        .ok_or_else(|| SetupError { layer: "init", detail: "the plan descriptor is missing".into() })?;
+    let mut file = std::fs::File::from(fd);
+    let mut buf = Vec::new();
+    use std::io::{Read, Seek};
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.by_ref().take(MAX_PLAN_BYTES as u64 + 1).read_to_end(&mut buf))
+        .map_err(|e| SetupError { layer: "init", detail: format!("cannot read the plan: {e}") })?;
+    if buf.len() > MAX_PLAN_BYTES {
+        return Err(SetupError { layer: "init", detail: format!("the plan exceeds {MAX_PLAN_BYTES} bytes") });
+    }
+    serde_json::from_slice(&buf).map_err(|e| SetupError { layer: "init", detail: format!("invalid plan: {e}") })
+}
+
+/// The outer process: namespaces, id maps, then fork PID 1 and wait for it.
+fn outer(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
+    if plan.namespaces {
+        sys::unshare(libc::CLONE_NEWUSER).map_err(|e| {
+            fail("user namespace", "unshare(CLONE_NEWUSER) failed (is kernel.unprivileged_userns_clone off?)", e)
+        })?;
+        write_id_maps(plan.uid, plan.gid)?;
+        sys::unshare(libc::CLONE_NEWNS).map_err(|e| fail("mount namespace", "unshare(CLONE_NEWNS)", e))?;
+        sys::unshare(libc::CLONE_NEWPID).map_err(|e| fail("pid namespace", "unshare(CLONE_NEWPID)", e))?;
+        sys::unshare(libc::CLONE_NEWIPC).map_err(|e| fail("ipc namespace", "unshare(CLONE_NEWIPC)", e))?;
+        sys::unshare(libc::CLONE_NEWUTS).map_err(|e| fail("uts namespace", "unshare(CLONE_NEWUTS)", e))?;
+        if plan.new_network {
+            sys::unshare(libc::CLONE_NEWNET).map_err(|e| fail("network namespace", "unshare(CLONE_NEWNET)", e))?;
+        }
+    }
+    // The parent signals PID 1 directly; the outer only waits. Terminal signals are for the
+    // command (same process group), not for us.
+    for &s in FORWARDED {
+        let _ = sys::set_signal_default(s, true);
+    }
+    let pid = sys::fork_single_threaded().map_err(|e| fail("init", "fork", e))?;
+    if pid == 0 {
+        let code = match pid1(plan, control) {
+            Ok(code) => code,
+            Err(e) => {
+                control.report(&e);
+                SETUP_FAILED
+            }
+        };
+        sys::exit_now(code);
+    }
+    control.send(&Message::Started { init_pid: pid });
+    match sys::waitpid(pid, false) {
+        Ok(Some((_, WaitStatus::Exited(c)))) => Ok(c),
+        Ok(Some((_, WaitStatus::Signaled(s)))) => Ok(128 + s),
+        Ok(None) | Err(_) => Ok(SETUP_FAILED),
+    }
+}
+
+fn write_id_maps(uid: u32, gid: u32) -> Result<(), SetupError> {
+    let w = |path: &str, data: String| {
+        std::fs::write(path, data)
+            .map_err(|e| SetupError { layer: "user namespace", detail: format!("cannot write {path}: {e}") })
+    };
+    w("/proc/self/setgroups", "deny".into())?;
+    w("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
+    w("/proc/self/gid_map", format!("{gid} {gid} 1\n"))
+}
+
+/// PID 1 of the sandbox (or, without namespaces, a subreaper).
+fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0);
+    if sys::getppid() == 1 && plan.namespaces {
+        // The outer died between fork and prctl: nothing to report to.
+        sys::exit_now(SETUP_FAILED);
+    }
+    let signals: Vec<libc::c_int> = FORWARDED.iter().copied().chain([libc::SIGCHLD]).collect();
+    let set = SigSet::of(&signals);
+    for &s in FORWARDED {
+        sys::install_noop_handler(s).map_err(|e| fail("init", format!("sigaction({s})"), e))?;
+    }
+    set.block().map_err(|e| fail("init", "sigprocmask", e))?;
+
+    if plan.namespaces {
+        build_mount_tree(plan)?;
+        sys::sethostname(&plan.hostname).map_err(|e| fail("uts namespace", "sethostname", e))?;
+        if plan.new_network {
+            sys::bring_up_loopback().map_err(|e| fail("network namespace", "bringing up lo", e))?;
+        }
+    } else {
+        sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).map_err(|e| fail("init", "PR_SET_CHILD_SUBREAPER", e))?;
+    }
+    sys::chdir(&plan.workdir).map_err(|e| fail("mount", format!("chdir {}", plan.workdir.display()), e))?;
+
+    let (exec_r, exec_w) = sys::pipe().map_err(|e| fail("init", "pipe", e))?;
+    let child = sys::fork_single_threaded().map_err(|e| fail("init", "fork", e))?;
+    if child == 0 {
+        drop(exec_r);
+        let err = match command_child(plan, &exec_w) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        control.report(&err);
+        sys::exit_now(SETUP_FAILED);
+    }
+    drop(exec_w);
+    let mut errno_buf = [0u8; 4];
+    if let Ok(4) = sys::read(exec_r.as_raw_fd(), &mut errno_buf) {
+        control.send(&Message::ExecFailed { program: plan.argv[0].clone(), errno: i32::from_ne_bytes(errno_buf) });
+    }
+    drop(exec_r);
+
+    let status = supervise(child, &set, plan.namespaces);
+    control.send(&Message::Finished { status });
+    Ok(match status {
+        CommandStatus::Exited(c) => c,
+        CommandStatus::Signaled(s) => 128 + s,
+    })
+}
+
+/// Reaps and forwards until `child` ends; then kills and reaps everything else.
+fn supervise(child: libc::pid_t, set: &SigSet, pid_namespace: bool) -> CommandStatus {
+    let mut status = None;
+    // A child may have exited before we started waiting.
+    reap(child, &mut status);
+    while status.is_none() {
+        let Ok((sig, code)) = set.wait() else { break };
+        if sig == libc::SIGCHLD {
+            reap(child, &mut status);
+        } else if code <= 0 {
+            // Sent by a process (the parent forwarding): pass it on. Signals generated by the
+            // terminal (code > 0) already reached the command, which shares our process group.
+            let _ = sys::kill(child, sig);
+        }
+    }
+    if pid_namespace {
+        let _ = sys::kill(-1, libc::SIGKILL);
+    } else {
+        kill_descendants();
+    }
+    while let Ok(Some(_)) = sys::waitpid(-1, false) {}
+    status.unwrap_or(CommandStatus::Exited(SETUP_FAILED))
+}
+
+fn reap(child: libc::pid_t, status: &mut Option<CommandStatus>) {
+    while let Ok(Some((pid, ws))) = sys::waitpid(-1, true) {
+        if pid == child {
+            *status = Some(match ws {
+                WaitStatus::Exited(c) => CommandStatus::Exited(c),
+                WaitStatus::Signaled(s) => CommandStatus::Signaled(s),
+            });
+        }
+    }
+}
+
+/// Without a pid namespace: SIGKILL every descendant listed in `/proc/self/task/*/children`,
+/// repeatedly, until none is left (bounded).
+fn kill_descendants() {
+    for _ in 0..64 {
+        let mut found = false;
+        let mut stack = vec![sys::getpid()];
+        while let Some(pid) = stack.pop() {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+            for t in tasks.flatten() {
+                let Ok(list) = std::fs::read_to_string(t.path().join("children")) else { continue };
+                for c in list.split_whitespace().filter_map(|s| s.parse::<libc::pid_t>().ok()) {
+                    let _ = sys::kill(c, libc::SIGKILL);
+                    found = true;
+                    stack.push(c);
+                }
+            }
+        }
+        while let Ok(Some(_)) = sys::waitpid(-1, true) {}
+        if !found {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command child
+// ---------------------------------------------------------------------------------------------
+
+enum Never {}
+
+fn command_child(plan: &LaunchPlan, exec_w: &OwnedFd) -> Result<Never, SetupError> {
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            let _ = sys::set_signal_default(sig, false);
+        }
+    }
+    SigSet::unblock_all().map_err(|e| fail("init", "sigprocmask", e))?;
+    for r in &plan.rlimits {
+        let (res, value, name) = match *r {
+            Rlimit::AddressSpace(v) => (libc::RLIMIT_AS, v, "RLIMIT_AS (--memory)"),
+            Rlimit::CpuSeconds(v) => (libc::RLIMIT_CPU, v, "RLIMIT_CPU (--cpu-seconds)"),
+            Rlimit::Processes(v) => (libc::RLIMIT_NPROC, v, "RLIMIT_NPROC (--max-procs)"),
+            Rlimit::FileSize(v) => (libc::RLIMIT_FSIZE, v, "RLIMIT_FSIZE (--max-file-size)"),
+            Rlimit::CoreSize(v) => (libc::RLIMIT_CORE, v, "RLIMIT_CORE"),
+        };
+        sys::setrlimit(res, value).map_err(|e| fail("rlimits", format!("setrlimit {name} = {value}"), e))?;
+    }
+    if plan.drop_privileges {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| fail("no_new_privs", "PR_SET_NO_NEW_PRIVS", e))?;
+    }
+    if let Some(ll) = &plan.landlock {
+        apply_landlock(ll)?;
+    }
+    if plan.drop_privileges {
+        drop_capabilities()?;
+    }
+    let (program, argv, envp) = exec_args(plan)?;
+    if let Some(sc) = &plan.seccomp {
+        let filter = seccomp::build_filter(&seccomp::FilterOptions { allow_nested_userns: sc.allow_nested_userns });
+        sys::seccomp_install(&filter).map_err(|e| fail("seccomp", "installing the filter", e))?;
+    }
+    let errno = exec_search(&program, &argv, &envp, plan);
+    let _ = sys::write_all(exec_w.as_raw_fd(), &errno.0.to_ne_bytes());
+    sys::exit_now(if errno.0 == libc::ENOENT { 127 } else { 126 })
+}
+
+fn exec_args(plan: &LaunchPlan) -> Result<(String, Vec<CString>, Vec<CString>), SetupError> {
+    let bad = |what: &str| SetupError { layer: "exec", detail: format!("{what} contains a NUL byte") };
+    let argv = plan
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| bad("an argument")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = plan
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| bad("an environment variable")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((plan.argv[0].clone(), argv, envp))
+}
+
+/// `execvpe` semantics with the child's own `PATH`: returns the errno to report.
+fn exec_search(program: &str, argv: &[CString], envp: &[CString], plan: &LaunchPlan) -> Errno {
+    let to_c = |p: &str| CString::new(p).unwrap_or_default();
+    if program.contains('/') {
+        return sys::execve(&to_c(program), argv, envp);
+    }
+    let path =
+        plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let mut seen_eacces = false;
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = to_c(&format!("{dir}/{program}"));
+        let e = sys::execve(&candidate, argv, envp);
+        match e.0 {
+            libc::EACCES => seen_eacces = true,
+            libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG => {}
+            _ => return e,
+        }
+    }
+    Errno(if seen_eacces { libc::EACCES } else { libc::ENOENT })
+}
+
+fn apply_landlock(plan: &LandlockPlan) -> Result<(), SetupError> {
+    let handled = landlock::handled_fs(plan.abi);
+    let net = if plan.deny_tcp && plan.abi >= 4 {
+        landlock::net_access::BIND_TCP | landlock::net_access::CONNECT_TCP
+    } else {
+        0
+    };
+    let scoped =
+        if plan.scoped && plan.abi >= 6 { landlock::scope::ABSTRACT_UNIX_SOCKET | landlock::scope::SIGNAL } else { 0 };
+    let ruleset = sys::landlock_create_ruleset(handled, net, scoped, plan.abi)
+        .map_err(|e| fail("landlock", format!("landlock_create_ruleset (ABI {})", plan.abi), e))?;
+    for rule in &plan.rules {
+        let fd = match sys::open_path(&rule.path, false) {
+            Ok(fd) => fd,
+            // A rule for a path that does not exist grants nothing: skip it.
+            Err(Errno(libc::ENOENT)) => continue,
+            Err(e) => return Err(fail("landlock", format!("open {}", rule.path.display()), e)),
+        };
+        let is_dir = sys::fstat(&fd).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false);
+        let mut allowed = rule.access & handled;
+        if !is_dir {
+            // Only file rights may be granted on a file.
+            allowed &= landlock::access::EXECUTE
+                | landlock::access::WRITE_FILE
+                | landlock::access::READ_FILE
+                | landlock::access::TRUNCATE
+                | landlock::access::IOCTL_DEV;
+        }
+        sys::landlock_add_path(&ruleset, &fd, allowed)
+            .map_err(|e| fail("landlock", format!("adding a rule for {}", rule.path.display()), e))?;
+    }
+    sys::landlock_restrict_self(&ruleset).map_err(|e| fail("landlock", "landlock_restrict_self", e))
+}
+
+fn drop_capabilities() -> Result<(), SetupError> {
+    // No privilege through uid 0 or setuid fixups, ever, and no raising ambient capabilities.
+    let bits = libc::SECBIT_NOROOT
+        | libc::SECBIT_NOROOT_LOCKED
+        | libc::SECBIT_NO_SETUID_FIXUP
+        | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+        | libc::SECBIT_KEEP_CAPS_LOCKED
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+        | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+    sys::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0)
+        .map_err(|e| fail("capabilities", "PR_SET_SECUREBITS", e))?;
+    let mut cap = 0;
+    loop {
+        match sys::prctl(libc::PR_CAPBSET_DROP, cap, 0) {
+            Ok(_) => cap += 1,
+            Err(Errno(libc::EINVAL)) => break,
+            Err(e) => return Err(fail("capabilities", format!("PR_CAPBSET_DROP {cap}"), e)),
+        }
+    }
+    sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)
+        .map_err(|e| fail("capabilities", "PR_CAP_AMBIENT_CLEAR_ALL", e))?;
+    sys::clear_capability_sets().map_err(|e| fail("capabilities", "capset(0, 0, 0)", e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mount tree
+// ---------------------------------------------------------------------------------------------
+
+const STAGING: &str = "/tmp";
+const NEW_ROOT: &str = "/newroot";
+const OLD_ROOT: &str = "/oldroot";
+const MASK_FILE: &str = "/mask-file";
+
+fn rel(p: &Path) -> PathBuf {
+    p.strip_prefix("/").unwrap_or(p).to_path_buf()
+}
+
+fn in_new_root(p: &Path) -> PathBuf {
+    Path::new(NEW_ROOT).join(rel(p))
+}
+
+struct Tree {
+    host: OwnedFd,
+    new_root: OwnedFd,
+}
+
+impl Tree {
+    fn host_source(&self, path: &Path) -> Result<OwnedFd, Errno> {
+        if path == Path::new("/") {
+            return sys::open_path(Path::new(OLD_ROOT), true);
+        }
+        sys::openat2_path(&self.host, &rel(path), Resolve::NoSymlinks)
+    }
+
+    fn target(&self, path: &Path, resolve: Resolve) -> Result<OwnedFd, Errno> {
+        if path == Path::new("/") {
+            return sys::open_path(Path::new(NEW_ROOT), true);
+        }
+        sys::openat2_path(&self.new_root, &rel(path), resolve)
+    }
+}
+
+fn build_mount_tree(plan: &LaunchPlan) -> Result<(), SetupError> {
+    const L: &str = "mount";
+    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| fail(L, "making / private", e))?;
+    sys::mount(Some("tmpfs"), Path::new(STAGING), Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0700"))
+        .map_err(|e| fail(L, "mounting the staging tmpfs", e))?;
+    sys::chdir(Path::new(STAGING)).map_err(|e| fail(L, "chdir staging", e))?;
+    for d in ["newroot", "oldroot"] {
+        sys::mkdir_if_missing(Path::new(d), 0o700).map_err(|e| fail(L, format!("mkdir {d}"), e))?;
+    }
+    sys::create_file(Path::new("mask-file"), 0).map_err(|e| fail(L, "creating the mask file", e))?;
+    sys::pivot_root(Path::new("."), Path::new("oldroot")).map_err(|e| fail(L, "pivot_root into staging", e))?;
+    sys::chdir(Path::new("/")).map_err(|e| fail(L, "chdir /", e))?;
+
+    let host = sys::open_path(Path::new(OLD_ROOT), true).map_err(|e| fail(L, "open the host root", e))?;
+    let tree = Tree {
+        new_root: {
+            let whole = sys::clone_tree(&host, true).map_err(|e| fail(L, "cloning the host tree", e))?;
+            sys::mount_setattr(&whole, true, mount_attr::RDONLY | mount_attr::NOSUID | mount_attr::NODEV, 0)
+                .map_err(|e| fail(L, "making the root read-only", e))?;
+            let target = sys::open_path(Path::new(NEW_ROOT), true).map_err(|e| fail(L, "open new root", e))?;
+            sys::move_mount(&whole, &target).map_err(|e| fail(L, "attaching the new root", e))?;
+            sys::open_path(Path::new(NEW_ROOT), true).map_err(|e| fail(L, "open new root", e))?
+        },
+        host,
+    };
+
+    for step in &plan.mounts {
+        apply_step(&tree, step)?;
+    }
+
+    sys::chdir(Path::new(NEW_ROOT)).map_err(|e| fail(L, "chdir new root", e))?;
+    sys::pivot_root(Path::new("."), Path::new(".")).map_err(|e| fail(L, "pivot_root into the sandbox", e))?;
+    sys::umount2(Path::new("."), libc::MNT_DETACH).map_err(|e| fail(L, "detaching the host tree", e))?;
+    sys::chdir(Path::new("/")).map_err(|e| fail(L, "chdir /", e))
+}
+
+fn apply_step(tree: &Tree, step: &MountStep) -> Result<(), SetupError> {
+    const L: &str = "mount";
+    let nosuid_nodev = mount_attr::NOSUID | mount_attr::NODEV;
+    match step {
+        MountStep::ReadOnlyRoot => Ok(()), // done while building the tree
+        MountStep::Tmpfs { path, writable, mode } => {
+            let target = match tree.target(path, Resolve::NoSymlinks) {
+                Ok(t) => t,
+                // Absent (or a symlink, like /var/run -> /run): nothing to cover.
+                Err(Errno(libc::ENOENT)) | Err(Errno(libc::ELOOP)) => return Ok(()),
+                Err(e) => return Err(fail(L, format!("open {}", path.display()), e)),
+            };
+            let mode = format!("{mode:o}");
+            let mut attrs = nosuid_nodev;
+            if !writable {
+                attrs |= mount_attr::RDONLY;
+            }
+            let fs = sys::new_filesystem("tmpfs", &[("mode", Some(&mode))], attrs)
+                .map_err(|e| fail(L, format!("tmpfs for {}", path.display()), e))?;
+            sys::move_mount(&fs, &target).map_err(|e| fail(L, format!("mounting tmpfs on {}", path.display()), e))
+        }
+        MountStep::Proc => mount_proc(tree),
+        MountStep::Dev => mount_dev(tree),
+        MountStep::Bind { path, writable } => {
+            let source = tree.host_source(path).map_err(|e| bind_error(path, e))?;
+            let clone =
+                sys::clone_tree(&source, true).map_err(|e| fail(L, format!("cloning {}", path.display()), e))?;
+            let mut attrs = nosuid_nodev;
+            if !writable {
+                attrs |= mount_attr::RDONLY;
+            }
+            sys::mount_setattr(&clone, true, attrs, 0)
+                .map_err(|e| fail(L, format!("setting attributes on {}", path.display()), e))?;
+            let is_dir = sys::fstat(&source).map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(true);
+            let target = ensure_mountpoint(tree, path, is_dir)?;
+            sys::move_mount(&clone, &target).map_err(|e| fail(L, format!("binding {}", path.display()), e))
+        }
+        MountStep::Protect { path } => {
+            let source = match tree.host_source(path) {
+                Ok(s) => s,
+                Err(Errno(libc::ENOENT)) => return Ok(()),
+                Err(Errno(libc::ELOOP)) => {
+                    return Err(SetupError {
+                        layer: "protected path",
+                        detail: format!(
+                            "{} is (or passes through) a symlink; warden keeps it read-only and will not follow it. \
+                             Replace the link with the real directory, or use `--profile trusted` to run without protection",
+                            path.display()
+                        ),
+                    })
+                }
+                Err(e) => return Err(fail(L, format!("open {}", path.display()), e)),
+            };
+            let clone =
+                sys::clone_tree(&source, true).map_err(|e| fail(L, format!("cloning {}", path.display()), e))?;
+            sys::mount_setattr(&clone, true, mount_attr::RDONLY | nosuid_nodev, 0)
+                .map_err(|e| fail(L, format!("making {} read-only", path.display()), e))?;
+            let target =
+                tree.target(path, Resolve::NoSymlinks).map_err(|e| fail(L, format!("open {}", path.display()), e))?;
+            sys::move_mount(&clone, &target).map_err(|e| fail(L, format!("protecting {}", path.display()), e))
+        }
+        MountStep::Mask { path } => {
+            let target = match tree.target(path, Resolve::InRoot) {
+                Ok(t) => t,
+                Err(Errno(libc::ENOENT)) | Err(Errno(libc::ENOTDIR)) => return Ok(()),
+                Err(e) => return Err(fail("mask", format!("open {}", path.display()), e)),
+            };
+            let st = sys::fstat(&target).map_err(|e| fail("mask", format!("stat {}", path.display()), e))?;
+            let cover = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                sys::new_filesystem(
+                    "tmpfs",
+                    &[("mode", Some("000")), ("size", Some("4k")), ("nr_inodes", Some("1"))],
+                    mount_attr::RDONLY | nosuid_nodev | MOUNT_ATTR_NOEXEC,
+                )
+            } else {
+                sys::open_path(Path::new(MASK_FILE), false).and_then(|f| {
+                    let c = sys::clone_tree(&f, false)?;
+                    sys::mount_setattr(&c, false, mount_attr::RDONLY | nosuid_nodev, 0)?;
+                    Ok(c)
+                })
+            }
+            .map_err(|e| fail("mask", format!("preparing the mask for {}", path.display()), e))?;
+            sys::move_mount(&cover, &target).map_err(|e| fail("mask", format!("masking {}", path.display()), e))
+        }
+    }
+}
+
+const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+
+fn bind_error(path: &Path, e: Errno) -> SetupError {
+    match e.0 {
+        libc::ELOOP => SetupError {
+            layer: "mount",
+            detail: format!("{} became a symlink after the policy was resolved; refusing to follow it", path.display()),
+        },
+        _ => fail("mount", format!("open {} on the host", path.display()), e),
+    }
+}
+
+/// Opens the mount target for `path` inside the new root, creating it when its parent is one of
+/// our tmpfs directories (e.g. a workdir under `/tmp`).
+fn ensure_mountpoint(tree: &Tree, path: &Path, is_dir: bool) -> Result<OwnedFd, SetupError> {
+    match tree.target(path, Resolve::NoSymlinks) {
+        Ok(t) => return Ok(t),
+        Err(Errno(libc::ENOENT)) => {}
+        Err(e) => return Err(bind_error(path, e)),
+    }
+    let full = in_new_root(path);
+    if let Some(parent) = full.parent() {
+        let mut cur = PathBuf::new();
+        for c in parent.components() {
+            cur.push(c);
+            sys::mkdir_if_missing(&cur, 0o755)
+                .map_err(|e| fail("mount", format!("creating mount point {}", cur.display()), e))?;
+        }
+    }
+    if is_dir { sys::mkdir_if_missing(&full, 0o755) } else { sys::create_file(&full, 0o644) }
+        .map_err(|e| fail("mount", format!("creating mount point {}", full.display()), e))?;
+    tree.target(path, Resolve::NoSymlinks).map_err(|e| bind_error(path, e))
+}
+
+fn mount_proc(tree: &Tree) -> Result<(), SetupError> {
+    const L: &str = "proc";
+    let proc_dir = in_new_root(Path::new("/proc"));
+    sys::mount(Some("proc"), &proc_dir, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)
+        .map_err(|e| fail(L, "mounting a fresh /proc", e))?;
+    // Kernel knobs stay read-only: when warden runs as root, the sandbox's uid 0 owns them.
+    for sub in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+        let p = Path::new("/proc").join(sub);
+        let fd = match tree.target(&p, Resolve::NoSymlinks) {
+            Ok(fd) => fd,
+            Err(Errno(libc::ENOENT)) => continue,
+            Err(e) => return Err(fail(L, format!("open {}", p.display()), e)),
+        };
+        let clone = sys::clone_tree(&fd, true).map_err(|e| fail(L, format!("cloning {}", p.display()), e))?;
+        sys::mount_setattr(&clone, true, mount_attr::RDONLY | mount_attr::NOSUID | mount_attr::NODEV, 0)
+            .map_err(|e| fail(L, format!("making {} read-only", p.display()), e))?;
+        sys::move_mount(&clone, &fd).map_err(|e| fail(L, format!("making {} read-only", p.display()), e))?;
+    }
+    Ok(())
+}
+
+fn mount_dev(tree: &Tree) -> Result<(), SetupError> {
+    const L: &str = "dev";
+    let dev = in_new_root(Path::new("/dev"));
+    let target = tree.target(Path::new("/dev"), Resolve::NoSymlinks).map_err(|e| fail(L, "open /dev", e))?;
+    let fs = sys::new_filesystem("tmpfs", &[("mode", Some("755"))], mount_attr::NOSUID | MOUNT_ATTR_NOEXEC)
+        .map_err(|e| fail(L, "tmpfs for /dev", e))?;
+    sys::move_mount(&fs, &target).map_err(|e| fail(L, "mounting /dev", e))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let host = Path::new("/dev").join(node);
+        let source = match tree.host_source(&host) {
+            Ok(s) => s,
+            Err(Errno(libc::ENOENT)) => continue,
+            Err(e) => return Err(fail(L, format!("open host {}", host.display()), e)),
+        };
+        let inside = dev.join(node);
+        sys::create_file(&inside, 0o666).map_err(|e| fail(L, format!("creating {}", inside.display()), e))?;
+        let clone = sys::clone_tree(&source, false).map_err(|e| fail(L, format!("cloning {}", host.display()), e))?;
+        sys::mount_setattr(&clone, false, mount_attr::NOSUID | MOUNT_ATTR_NOEXEC, mount_attr::NODEV)
+            .map_err(|e| fail(L, format!("attributes of {}", host.display()), e))?;
+        let t =
+            tree.target(&host, Resolve::NoSymlinks).map_err(|e| fail(L, format!("open {}", inside.display()), e))?;
+        sys::move_mount(&clone, &t).map_err(|e| fail(L, format!("binding {}", host.display()), e))?;
+    }
+    for d in ["pts", "shm"] {
+        sys::mkdir_if_missing(&dev.join(d), 0o755).map_err(|e| fail(L, format!("mkdir /dev/{d}"), e))?;
+    }
+    sys::mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| fail(L, "mounting a private /dev/pts", e))?;
+    sys::mount(Some("tmpfs"), &dev.join("shm"), Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777"))
+        .map_err(|e| fail(L, "mounting /dev/shm", e))?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        sys::symlink(to, &dev.join(link)).map_err(|e| fail(L, format!("symlink /dev/{link}"), e))?;
+    }
+    sys::mount_setattr(&fs, false, mount_attr::RDONLY, 0).map_err(|e| fail(L, "making /dev read-only", e))
+}
+
+/// Helper for `CStr` literals in tests of this module.
+#[allow(dead_code)]
+fn _assert_cstr(_: &CStr) {}

@@ -1,0 +1,16 @@
+//! Linux enforcement for warden: turns a [`warden_policy::Policy`] into a [`plan::LaunchPlan`]
+//! and runs a command under it (namespaces, mounts, Landlock, seccomp, capabilities, rlimits).
+//!
+//! What this crate trusts: the policy it is given (already validated by `warden-policy`) and
+//! the kernel. What it guarantees: a layer the plan asks for is either in force before the
+//! command's first instruction, or the command does not run and the error names the layer.
+#![warn(missing_docs)]
+
+pub mod doctor;
+pub mod init;
+pub mod landlock;
+pub mod launch;
+pub mod plan;
+pub mod protocol;
+pub mod seccomp;
+pub mod sys;

@@ -1,0 +1,307 @@
+//! The launch plan: everything `warden __sandbox-init` needs, computed by the parent from a
+//! [`Policy`] without touching the kernel.
+//!
+//! Guarantees: mount steps are ordered so that a later step can only narrow an earlier one
+//! (fresh filesystems, then binds from shallow to deep, then protected subpaths, then masks);
+//! every path in the plan is absolute; the plan is plain data (serialisable, printable by
+//! `warden explain`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use warden_policy::{NetMode, Policy};
+
+use crate::landlock::{self, LandlockPlan};
+
+/// One step of building the sandbox's mount tree. Paths are the same inside and outside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum MountStep {
+    /// The host's whole tree, bound recursively, read-only, nosuid, nodev.
+    ReadOnlyRoot,
+    /// A fresh tmpfs (private to this sandbox) at `path`, if `path` exists.
+    Tmpfs {
+        /// Where.
+        path: PathBuf,
+        /// Writable, or an empty read-only directory.
+        writable: bool,
+        /// Permission bits of its root.
+        mode: u32,
+    },
+    /// A fresh procfs of the sandbox's pid namespace; `/proc/sys` and friends read-only.
+    Proc,
+    /// A minimal `/dev`: null zero full random urandom tty, a private devpts and `/dev/shm`.
+    Dev,
+    /// The host path bound onto itself (recursively); no symlink may appear in it.
+    Bind {
+        /// Where (host path == sandbox path).
+        path: PathBuf,
+        /// Read-write, or read-only.
+        writable: bool,
+    },
+    /// If `path` exists on the host, bind it read-only onto itself; a symlink fails closed.
+    Protect {
+        /// Where.
+        path: PathBuf,
+    },
+    /// Hide whatever is at `path` (symlinks resolved inside the sandbox) behind an empty,
+    /// unreadable, read-only file or directory.
+    Mask {
+        /// Where.
+        path: PathBuf,
+    },
+}
+
+/// A resource limit to set before exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rlimit {
+    /// `RLIMIT_AS`, bytes of address space.
+    AddressSpace(u64),
+    /// `RLIMIT_CPU`, seconds.
+    CpuSeconds(u64),
+    /// `RLIMIT_NPROC`, processes of the sandbox's user.
+    Processes(u64),
+    /// `RLIMIT_FSIZE`, bytes.
+    FileSize(u64),
+    /// `RLIMIT_CORE`, always 0 inside the sandbox.
+    CoreSize(u64),
+}
+
+/// Everything the init process needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    /// The command and its arguments (`argv[0]` is looked up in the child's `PATH`).
+    pub argv: Vec<String>,
+    /// The child's complete environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory of the command (same path inside).
+    pub workdir: PathBuf,
+    /// New user, mount, pid, ipc and uts namespaces (false only for `trusted`).
+    pub namespaces: bool,
+    /// A new, empty network namespace with only `lo` (false when the network is `host`).
+    pub new_network: bool,
+    /// Mount steps, in order (empty without namespaces).
+    pub mounts: Vec<MountStep>,
+    /// Landlock rules, if the profile uses Landlock.
+    pub landlock: Option<LandlockPlan>,
+    /// Install the seccomp filter (with or without nested user namespaces).
+    pub seccomp: Option<SeccompPlan>,
+    /// Drop every capability and set `no_new_privs`.
+    pub drop_privileges: bool,
+    /// Resource limits.
+    pub rlimits: Vec<Rlimit>,
+    /// Hostname inside the uts namespace.
+    pub hostname: String,
+    /// uid and gid outside (mapped to the same ids inside).
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+}
+
+/// Seccomp settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompPlan {
+    /// Let the command create nested user namespaces (for an inner sandbox such as bubblewrap).
+    pub allow_nested_userns: bool,
+}
+
+/// Errors while compiling a policy into a plan.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// No command was given.
+    #[error("no command given: put it after `--`, e.g. `warden run -- bash`")]
+    NoCommand,
+    /// A plan field is not valid UTF-8 or contains NUL.
+    #[error("{what} contains a NUL byte: {value:?}")]
+    Nul {
+        /// Which field.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+}
+
+/// Extra inputs for [`compile`].
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// Allow nested user namespaces (see [`SeccompPlan`]).
+    pub allow_nested_userns: bool,
+    /// The Landlock ABI of the running kernel (`None`: unavailable).
+    pub landlock_abi: Option<u32>,
+}
+
+/// Compiles a resolved policy and the command's environment into a launch plan.
+pub fn compile(
+    policy: &Policy,
+    argv: &[String],
+    env: Vec<(String, String)>,
+    uid: u32,
+    gid: u32,
+    opts: &CompileOptions,
+) -> Result<LaunchPlan, PlanError> {
+    if argv.is_empty() {
+        return Err(PlanError::NoCommand);
+    }
+    for a in argv {
+        if a.contains('\0') {
+            return Err(PlanError::Nul { what: "an argument", value: a.clone() });
+        }
+    }
+    for (k, v) in &env {
+        if k.contains('\0') || v.contains('\0') || k.contains('=') || k.is_empty() {
+            return Err(PlanError::Nul { what: "an environment variable", value: k.clone() });
+        }
+    }
+    let trusted = policy.profile.everything_writable();
+    let mut rlimits = vec![Rlimit::CoreSize(0)];
+    if let Some(m) = policy.limits.memory_bytes {
+        rlimits.push(Rlimit::AddressSpace(m));
+    }
+    if let Some(c) = policy.limits.cpu_seconds {
+        rlimits.push(Rlimit::CpuSeconds(c));
+    }
+    if let Some(p) = policy.limits.max_procs {
+        rlimits.push(Rlimit::Processes(p));
+    }
+    if let Some(f) = policy.limits.max_file_size {
+        rlimits.push(Rlimit::FileSize(f));
+    }
+    if trusted {
+        return Ok(LaunchPlan {
+            argv: argv.to_vec(),
+            env,
+            workdir: policy.workdir.clone(),
+            namespaces: false,
+            new_network: false,
+            mounts: Vec::new(),
+            landlock: None,
+            seccomp: None,
+            drop_privileges: false,
+            rlimits,
+            hostname: String::new(),
+            uid,
+            gid,
+        });
+    }
+    let mounts = mount_steps(policy);
+    let landlock = opts.landlock_abi.map(|abi| landlock::plan_for(policy, abi));
+    Ok(LaunchPlan {
+        argv: argv.to_vec(),
+        env,
+        workdir: policy.workdir.clone(),
+        namespaces: true,
+        new_network: policy.net != NetMode::Host,
+        mounts,
+        landlock,
+        seccomp: Some(SeccompPlan { allow_nested_userns: opts.allow_nested_userns }),
+        drop_privileges: true,
+        rlimits,
+        hostname: "warden".to_owned(),
+        uid,
+        gid,
+    })
+}
+
+fn depth(p: &Path) -> usize {
+    p.components().count()
+}
+
+/// The ordered mount steps for a non-trusted policy.
+pub fn mount_steps(policy: &Policy) -> Vec<MountStep> {
+    let mut steps =
+        vec![MountStep::ReadOnlyRoot, MountStep::Tmpfs { path: "/run".into(), writable: true, mode: 0o755 }];
+    // /var/run is a symlink to /run on most systems; a real directory gets its own tmpfs.
+    steps.push(MountStep::Tmpfs { path: "/var/run".into(), writable: true, mode: 0o755 });
+    steps.push(MountStep::Tmpfs { path: "/tmp".into(), writable: policy.tmp_writable, mode: 0o1777 });
+    if let Some(t) = &policy.tmpdir {
+        steps.push(MountStep::Tmpfs { path: t.clone(), writable: true, mode: 0o700 });
+    }
+    steps.push(MountStep::Dev);
+    steps.push(MountStep::Proc);
+
+    // Binds, shallow first, so a deeper bind refines a shallower one. At equal depth a
+    // read-only bind comes after a writable one (read-only wins).
+    let mut binds: Vec<(PathBuf, bool)> = policy
+        .writable_roots
+        .iter()
+        .map(|p| (p.clone(), true))
+        .chain(policy.read_only.iter().map(|p| (p.clone(), false)))
+        .collect();
+    // The workdir is always visible, read-only when it is not a writable root (it may live
+    // under a path that the sandbox replaces with a private tmpfs, such as /tmp).
+    if !policy.writable_roots.iter().any(|r| policy.workdir.starts_with(r)) {
+        binds.push((policy.workdir.clone(), false));
+    }
+    binds.sort_by(|a, b| depth(&a.0).cmp(&depth(&b.0)).then(b.1.cmp(&a.1)));
+    binds.dedup();
+    for (path, writable) in binds {
+        steps.push(MountStep::Bind { path, writable });
+    }
+    for root in &policy.writable_roots {
+        for name in &policy.protected_names {
+            steps.push(MountStep::Protect { path: root.join(name) });
+        }
+    }
+    let mut masks = policy.deny_read.clone();
+    masks.sort_by_key(|p| depth(p));
+    masks.dedup();
+    for path in masks {
+        steps.push(MountStep::Mask { path });
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deeper_binds_follow_shallower_ones_and_masks_come_last() {
+        let mut p = test_policy();
+        p.writable_roots = vec!["/home/u/w/sub".into(), "/home/u/w".into()];
+        p.read_only = vec!["/home/u".into(), "/home/u/w".into()];
+        p.deny_read = vec!["/home/u/w/.ssh".into(), "/home/u/.ssh".into()];
+        let steps = mount_steps(&p);
+        let binds: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                MountStep::Bind { path, writable } => Some((path.to_str().expect("utf8"), *writable)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(binds, vec![("/home/u", false), ("/home/u/w", true), ("/home/u/w", false), ("/home/u/w/sub", true)]);
+        let last_bind = steps.iter().rposition(|s| matches!(s, MountStep::Bind { .. })).expect("bind");
+        let first_mask = steps.iter().position(|s| matches!(s, MountStep::Mask { .. })).expect("mask");
+        let first_protect = steps.iter().position(|s| matches!(s, MountStep::Protect { .. })).expect("protect");
+        assert!(last_bind < first_protect && first_protect < first_mask);
+        assert_eq!(steps[0], MountStep::ReadOnlyRoot);
+    }
+
+    #[test]
+    fn trusted_has_no_namespaces_and_no_filters() {
+        let mut p = test_policy();
+        p.profile = warden_policy::Profile::Trusted;
+        let plan = compile(&p, &["true".into()], vec![], 1, 1, &CompileOptions::default()).expect("plan");
+        assert!(!plan.namespaces && plan.seccomp.is_none() && plan.landlock.is_none() && plan.mounts.is_empty());
+    }
+
+    #[test]
+    fn empty_command_is_an_error() {
+        let p = test_policy();
+        assert!(matches!(compile(&p, &[], vec![], 1, 1, &CompileOptions::default()), Err(PlanError::NoCommand)));
+    }
+
+    #[test]
+    fn nul_in_argument_is_refused() {
+        let p = test_policy();
+        let r = compile(&p, &["a\0b".into()], vec![], 1, 1, &CompileOptions::default());
+        assert!(matches!(r, Err(PlanError::Nul { .. })));
+    }
+
+    pub(crate) fn test_policy() -> Policy {
+        let host = warden_policy::HostContext { cwd: std::env::temp_dir(), home: None, env: vec![] };
+        warden_policy::resolve(&warden_policy::PolicyOptions::default(), &host).expect("default policy").policy
+    }
+}

@@ -1,0 +1,69 @@
+//! Messages from `warden __sandbox-init` to the `warden run` parent.
+//!
+//! Transport: an `AF_UNIX` `SOCK_SEQPACKET` socket at descriptor [`CONTROL_FD`] of the init; one
+//! JSON message per packet, so writes from the init's processes never interleave. The plan
+//! travels the other way as JSON in a memfd at [`PLAN_FD`]. Both descriptors are close-on-exec
+//! in the init, so the sandboxed command never holds them.
+
+use serde::{Deserialize, Serialize};
+
+/// Descriptor of the control socket in the init process.
+pub const CONTROL_FD: i32 = 3;
+/// Descriptor of the plan memfd in the init process.
+pub const PLAN_FD: i32 = 4;
+/// Largest accepted plan, in bytes.
+pub const MAX_PLAN_BYTES: usize = 16 << 20;
+/// Largest message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandStatus {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+/// One message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "kebab-case")]
+pub enum Message {
+    /// The sandbox's PID 1, as seen from the parent's pid namespace.
+    Started {
+        /// Host pid.
+        init_pid: i32,
+    },
+    /// A layer could not be set up; the command did not run.
+    SetupFailed {
+        /// The layer (e.g. "user namespace", "mount", "landlock", "seccomp").
+        layer: String,
+        /// What failed, with the path or value.
+        detail: String,
+    },
+    /// The command could not be executed.
+    ExecFailed {
+        /// The program as given.
+        program: String,
+        /// errno of execve.
+        errno: i32,
+    },
+    /// The command ended.
+    Finished {
+        /// How.
+        status: CommandStatus,
+    },
+}
+
+impl Message {
+    /// Serialises to one packet.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses one packet.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}

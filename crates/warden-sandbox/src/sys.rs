@@ -1,0 +1,870 @@
+//! Thin, safe wrappers over the Linux system calls that warden's enforcement needs.
+//!
+//! Every `unsafe` block of the crate lives here. Each wrapper takes owned or borrowed Rust
+//! values, checks the return value, and turns failures into [`Errno`]. Nothing here decides
+//! policy: callers in `init` and `launch` decide what to call and in which order.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// An `errno` value with its name, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The calling thread's current `errno`.
+    pub fn last() -> Self {
+        Errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+    }
+}
+
+impl std::error::Error for Errno {}
+
+/// Result of a wrapped system call.
+pub type SysResult<T> = Result<T, Errno>;
+
+fn check(ret: libc::c_long) -> SysResult<libc::c_long> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_int(ret: libc::c_int) -> SysResult<libc::c_int> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cstring(path: &Path) -> SysResult<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno(libc::EINVAL))
+}
+
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful system call that creates a new file
+    // descriptor; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces and identity
+// ---------------------------------------------------------------------------------------------
+
+/// `unshare(2)`.
+pub fn unshare(flags: libc::c_int) -> SysResult<()> {
+    // SAFETY: unshare takes only an integer and affects the calling process.
+    check_int(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+/// `fork(2)`. Returns 0 in the child and the child's pid in the parent.
+///
+/// # Safety contract (checked by callers)
+/// Only called from warden's single-threaded init process, so the child may run arbitrary code.
+pub fn fork_single_threaded() -> SysResult<libc::pid_t> {
+    // SAFETY: the init process (`warden __sandbox-init`) is freshly exec'd and never starts a
+    // thread, so the child of fork is a complete copy with no lock held by another thread.
+    check_int(unsafe { libc::fork() })
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &str) -> SysResult<()> {
+    // SAFETY: the pointer and length describe `name`, which outlives the call.
+    check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// `getuid(2)`.
+pub fn getuid() -> u32 {
+    // SAFETY: getuid cannot fail and has no memory effects.
+    unsafe { libc::getuid() }
+}
+
+/// `getgid(2)`.
+pub fn getgid() -> u32 {
+    // SAFETY: getgid cannot fail and has no memory effects.
+    unsafe { libc::getgid() }
+}
+
+/// `getpid(2)`.
+pub fn getpid() -> libc::pid_t {
+    // SAFETY: getpid cannot fail and has no memory effects.
+    unsafe { libc::getpid() }
+}
+
+/// `getppid(2)`.
+pub fn getppid() -> libc::pid_t {
+    // SAFETY: getppid cannot fail and has no memory effects.
+    unsafe { libc::getppid() }
+}
+
+/// `prctl(2)` with integer arguments.
+pub fn prctl(option: libc::c_int, a2: libc::c_ulong, a3: libc::c_ulong) -> SysResult<libc::c_int> {
+    // SAFETY: every option warden uses takes integer arguments only (no pointers).
+    check_int(unsafe { libc::prctl(option, a2, a3, 0 as libc::c_ulong, 0 as libc::c_ulong) })
+}
+
+/// `setrlimit(2)` with soft = hard = `value`.
+pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> SysResult<()> {
+    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    // SAFETY: `lim` is a valid rlimit that outlives the call.
+    check_int(unsafe { libc::setrlimit(resource, &lim) }).map(drop)
+}
+
+/// `capset(2)` to all-zero effective, permitted and inheritable sets.
+pub fn clear_capability_sets() -> SysResult<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: header and data have the kernel's v3 layout (two data elements) and outlive the call.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and mounts
+// ---------------------------------------------------------------------------------------------
+
+/// `open(2)` a path with `O_PATH | O_CLOEXEC` (and `O_DIRECTORY` if asked), following symlinks.
+pub fn open_path(path: &Path, directory: bool) -> SysResult<OwnedFd> {
+    let c = cstring(path)?;
+    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    if directory {
+        flags |= libc::O_DIRECTORY;
+    }
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::open(c.as_ptr(), flags) }).map(|fd| owned(fd as libc::c_long))
+}
+
+/// How `openat2` may resolve a path.
+#[derive(Debug, Clone, Copy)]
+pub enum Resolve {
+    /// No symlink may appear in any component (`RESOLVE_NO_SYMLINKS`), nor a magic link.
+    NoSymlinks,
+    /// Symlinks are resolved as if `dirfd` were `/` (`RESOLVE_IN_ROOT`).
+    InRoot,
+}
+
+/// `openat2(2)` with `O_PATH | O_CLOEXEC` relative to `dirfd`.
+pub fn openat2_path(dirfd: &OwnedFd, rel: &Path, resolve: Resolve) -> SysResult<OwnedFd> {
+    let c = cstring(rel)?;
+    let mut how: libc::open_how = open_how_zeroed();
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = match resolve {
+        Resolve::NoSymlinks => libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+        Resolve::InRoot => libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `c` and `how` outlive the call and `how` has the size we pass.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    check(ret).map(owned)
+}
+
+fn open_how_zeroed() -> libc::open_how {
+    // SAFETY: open_how is a plain struct of integers; all-zero is its documented default.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `fstat(2)`.
+pub fn fstat(fd: &OwnedFd) -> SysResult<libc::stat> {
+    // SAFETY: stat is plain data; zeroed is a valid value that fstat overwrites.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer for the duration of the call.
+    check_int(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// Classic `mount(2)`; `source`, `fstype` and `data` may be absent.
+pub fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> SysResult<()> {
+    let src = source.map(|s| CString::new(s).map_err(|_| Errno(libc::EINVAL))).transpose()?;
+    let tgt = cstring(target)?;
+    let fst = fstype.map(|s| CString::new(s).map_err(|_| Errno(libc::EINVAL))).transpose()?;
+    let dat = data.map(|s| CString::new(s).map_err(|_| Errno(libc::EINVAL))).transpose()?;
+    // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
+    let ret = unsafe {
+        libc::mount(
+            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            tgt.as_ptr(),
+            fst.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            dat.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    check_int(ret).map(drop)
+}
+
+/// `umount2(2)`.
+pub fn umount2(target: &Path, flags: libc::c_int) -> SysResult<()> {
+    let tgt = cstring(target)?;
+    // SAFETY: `tgt` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::umount2(tgt.as_ptr(), flags) }).map(drop)
+}
+
+/// `pivot_root(2)`.
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> SysResult<()> {
+    let n = cstring(new_root)?;
+    let o = cstring(put_old)?;
+    // SAFETY: both are NUL-terminated paths that outlive the call.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(drop)
+}
+
+/// `chdir(2)`.
+pub fn chdir(path: &Path) -> SysResult<()> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::chdir(c.as_ptr()) }).map(drop)
+}
+
+/// `mkdir(2)`; an existing entry is not an error.
+pub fn mkdir_if_missing(path: &Path, mode: u32) -> SysResult<()> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    match check_int(unsafe { libc::mkdir(c.as_ptr(), mode) }) {
+        Ok(_) => Ok(()),
+        Err(Errno(libc::EEXIST)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates an empty regular file with `mode` (existing is not an error).
+pub fn create_file(path: &Path, mode: u32) -> SysResult<()> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let fd = check_int(unsafe { libc::open(c.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, mode) })?;
+    drop(owned(fd as libc::c_long));
+    Ok(())
+}
+
+/// `symlink(2)`.
+pub fn symlink(target: &str, link: &Path) -> SysResult<()> {
+    let t = CString::new(target).map_err(|_| Errno(libc::EINVAL))?;
+    let l = cstring(link)?;
+    // SAFETY: both are NUL-terminated strings that outlive the call.
+    check_int(unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) }).map(drop)
+}
+
+/// `chmod(2)`.
+pub fn chmod(path: &Path, mode: u32) -> SysResult<()> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::chmod(c.as_ptr(), mode) }).map(drop)
+}
+
+/// Mount attributes of `mount_setattr(2)` / `fsmount(2)`.
+pub mod mount_attr {
+    /// Read-only.
+    pub const RDONLY: u64 = 0x0000_0001;
+    /// No set-user-ID / set-group-ID / file capabilities on exec.
+    pub const NOSUID: u64 = 0x0000_0002;
+    /// No device files.
+    pub const NODEV: u64 = 0x0000_0004;
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x0000_0040;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `open_tree(2)` with `OPEN_TREE_CLONE`: a detached copy of the mount at `fd` (recursive if asked).
+pub fn clone_tree(fd: &OwnedFd, recursive: bool) -> SysResult<OwnedFd> {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: the path is a static empty C string; fd is a valid descriptor we borrow.
+    check(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) }).map(owned)
+}
+
+/// `mount_setattr(2)` on the mount (tree) at `fd`.
+pub fn mount_setattr(fd: &OwnedFd, recursive: bool, set: u64, clear: u64) -> SysResult<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: `attr` has the kernel's mount_attr layout and outlives the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// `move_mount(2)` of the detached mount `from` onto the object at `onto`.
+pub fn move_mount(from: &OwnedFd, onto: &OwnedFd) -> SysResult<()> {
+    // SAFETY: both descriptors are valid and the paths are static empty C strings.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            onto.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// A new, detached filesystem instance: `fsopen` + `fsconfig` + `fsmount`.
+///
+/// `options` are `(key, Some(value))` string options or `(key, None)` flags.
+pub fn new_filesystem(fstype: &str, options: &[(&str, Option<&str>)], attrs: u64) -> SysResult<OwnedFd> {
+    let ty = CString::new(fstype).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: `ty` is a NUL-terminated string that outlives the call.
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, ty.as_ptr(), FSOPEN_CLOEXEC) }).map(owned)?;
+    for (key, value) in options {
+        let k = CString::new(*key).map_err(|_| Errno(libc::EINVAL))?;
+        let v = value.map(|v| CString::new(v).map_err(|_| Errno(libc::EINVAL))).transpose()?;
+        let (cmd, vptr) = match &v {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: key and value are NUL-terminated strings (or null for a flag) that outlive the call.
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), vptr, 0) })?;
+    }
+    // SAFETY: FSCONFIG_CMD_CREATE takes no pointers.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount takes the fs context descriptor and integer flags.
+    check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) }).map(owned)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network
+// ---------------------------------------------------------------------------------------------
+
+/// Sets the `IFF_UP` flag on the loopback interface of the current network namespace.
+pub fn bring_up_loopback() -> SysResult<()> {
+    // SAFETY: socket takes integers only.
+    let sock = check_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+        .map(|fd| owned(fd as libc::c_long))?;
+    // SAFETY: ifreq is plain data; all-zero is a valid starting value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq for SIOCGIFFLAGS and outlives the call.
+    check_int(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: the kernel filled ifru_flags in the previous call; union access of the flags member.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: `req` is a valid ifreq for SIOCSIFFLAGS and outlives the call.
+    check_int(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) }).map(drop)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Landlock
+// ---------------------------------------------------------------------------------------------
+
+#[repr(C)]
+struct LandlockRulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+#[repr(C, packed)]
+struct LandlockPathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+#[repr(C)]
+struct LandlockNetPortAttr {
+    allowed_access: u64,
+    port: u64,
+}
+
+const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
+const LANDLOCK_RULE_NET_PORT: u32 = 2;
+
+/// The Landlock ABI version of the running kernel, or `None` when Landlock is unavailable.
+pub fn landlock_abi() -> Option<u32> {
+    // SAFETY: with a null attribute and size 0 and the VERSION flag, the call only returns the ABI.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<LandlockRulesetAttr>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    (ret > 0).then_some(ret as u32)
+}
+
+/// Creates a Landlock ruleset. Attribute size is chosen by ABI: `scoped` needs ABI 6.
+pub fn landlock_create_ruleset(fs: u64, net: u64, scoped: u64, abi: u32) -> SysResult<OwnedFd> {
+    let attr = LandlockRulesetAttr { handled_access_fs: fs, handled_access_net: net, scoped };
+    let size = if abi >= 6 {
+        std::mem::size_of::<LandlockRulesetAttr>()
+    } else if abi >= 4 {
+        16
+    } else {
+        8
+    };
+    // SAFETY: `attr` outlives the call and `size` never exceeds its size.
+    check(unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const LandlockRulesetAttr, size, 0u32) })
+        .map(owned)
+}
+
+/// Adds a path-beneath rule.
+pub fn landlock_add_path(ruleset: &OwnedFd, dir: &OwnedFd, access: u64) -> SysResult<()> {
+    let attr = LandlockPathBeneathAttr { allowed_access: access, parent_fd: dir.as_raw_fd() };
+    // SAFETY: `attr` has the kernel's packed layout and outlives the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            LANDLOCK_RULE_PATH_BENEATH,
+            &attr as *const LandlockPathBeneathAttr,
+            0u32,
+        )
+    })
+    .map(drop)
+}
+
+/// Adds a TCP port rule (ABI 4).
+pub fn landlock_add_port(ruleset: &OwnedFd, port: u16, access: u64) -> SysResult<()> {
+    let attr = LandlockNetPortAttr { allowed_access: access, port: u64::from(port) };
+    // SAFETY: `attr` has the kernel's layout and outlives the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            LANDLOCK_RULE_NET_PORT,
+            &attr as *const LandlockNetPortAttr,
+            0u32,
+        )
+    })
+    .map(drop)
+}
+
+/// Enforces the ruleset on the calling thread (and its future children).
+pub fn landlock_restrict_self(ruleset: &OwnedFd) -> SysResult<()> {
+    // SAFETY: takes a descriptor and integer flags.
+    check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) }).map(drop)
+}
+
+// ---------------------------------------------------------------------------------------------
+// seccomp
+// ---------------------------------------------------------------------------------------------
+
+/// Installs a seccomp-BPF filter on the calling thread. Requires `no_new_privs`.
+pub fn seccomp_install(program: &[libc::sock_filter]) -> SysResult<()> {
+    let len = u16::try_from(program.len()).map_err(|_| Errno(libc::E2BIG))?;
+    let prog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
+    // SAFETY: `prog` points into `program`, which outlives the call; the kernel copies it.
+    check(unsafe {
+        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0u32, &prog as *const libc::sock_fprog)
+    })
+    .map(drop)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and signals
+// ---------------------------------------------------------------------------------------------
+
+/// How a waited-for process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+/// `waitpid(2)`; `Ok(None)` when `WNOHANG` found nothing.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> SysResult<Option<(libc::pid_t, WaitStatus)>> {
+    let mut status = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if ret < 0 {
+            let e = Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if ret == 0 {
+            return Ok(None);
+        }
+        let ws = if libc::WIFEXITED(status) {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            WaitStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            continue;
+        };
+        return Ok(Some((ret, ws)));
+    }
+}
+
+/// `kill(2)`.
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> SysResult<()> {
+    // SAFETY: kill takes integers only.
+    check_int(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// `_exit(2)`: ends the process without running destructors or atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// A signal set.
+pub struct SigSet(libc::sigset_t);
+
+impl SigSet {
+    /// The set holding `signals`.
+    pub fn of(signals: &[libc::c_int]) -> Self {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &s in signals {
+            // SAFETY: `set` is a valid, initialised sigset_t.
+            unsafe { libc::sigaddset(&mut set, s) };
+        }
+        SigSet(set)
+    }
+
+    /// Blocks this set for the calling thread.
+    pub fn block(&self) -> SysResult<()> {
+        // SAFETY: the set is initialised; old mask is not requested.
+        check_int(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) }).map(drop)
+    }
+
+    /// Replaces the thread's mask with the empty set.
+    pub fn unblock_all() -> SysResult<()> {
+        let empty = SigSet::of(&[]);
+        // SAFETY: the set is initialised; old mask is not requested.
+        check_int(unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &empty.0, std::ptr::null_mut()) }).map(drop)
+    }
+
+    /// Waits for one signal of the set (which must be blocked); returns `(signo, si_code)`.
+    pub fn wait(&self) -> SysResult<(libc::c_int, libc::c_int)> {
+        loop {
+            // SAFETY: siginfo_t is plain data that sigwaitinfo fills.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: the set is initialised and `info` is a valid out-pointer.
+            let ret = unsafe { libc::sigwaitinfo(&self.0, &mut info) };
+            if ret < 0 {
+                let e = Errno::last();
+                if e.0 == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            return Ok((ret, info.si_code));
+        }
+    }
+
+    /// A `signalfd(2)` for this set (which must be blocked).
+    pub fn signalfd(&self) -> SysResult<OwnedFd> {
+        // SAFETY: the set is initialised; -1 asks for a new descriptor.
+        check_int(unsafe { libc::signalfd(-1, &self.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
+            .map(|fd| owned(fd as libc::c_long))
+    }
+}
+
+/// Reads one pending `signalfd_siginfo`: `(signo, code)`, or `None` if nothing is pending.
+pub fn read_signalfd(fd: &OwnedFd) -> SysResult<Option<(i32, i32)>> {
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    if n < 0 {
+        let e = Errno::last();
+        return if e.0 == libc::EAGAIN { Ok(None) } else { Err(e) };
+    }
+    if n as usize != size {
+        return Ok(None);
+    }
+    Ok(Some((info.ssi_signo as i32, info.ssi_code)))
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+/// Installs a no-op handler for `sig` (so a pid-namespace init is not immune to it) and clears
+/// `SA_RESTART`.
+pub fn install_noop_handler(sig: libc::c_int) -> SysResult<()> {
+    // SAFETY: sigaction is plain data; zeroed means empty mask and no flags.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = noop_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: `sa` is initialised and the handler is a valid extern "C" fn that does nothing.
+    check_int(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Sets the disposition of `sig` to `SIG_DFL` or `SIG_IGN`.
+pub fn set_signal_default(sig: libc::c_int, ignore: bool) -> SysResult<()> {
+    let handler = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: signal with SIG_DFL/SIG_IGN installs no code.
+    let ret = unsafe { libc::signal(sig, handler) };
+    if ret == libc::SIG_ERR {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `pidfd_open(2)`.
+pub fn pidfd_open(pid: libc::pid_t) -> SysResult<OwnedFd> {
+    // SAFETY: takes integers only.
+    check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) }).map(owned)
+}
+
+/// `poll(2)` on the given descriptors for readability; returns the readable flags.
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> SysResult<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `pfds` is a valid array of `len` pollfd structures.
+    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if ret < 0 {
+        let e = Errno::last();
+        if e.0 == libc::EINTR {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// `close_range(first, ~0, 0)`: closes every descriptor from `first` on.
+pub fn close_from(first: u32) -> SysResult<()> {
+    // SAFETY: closes descriptors only; callers own every descriptor >= first.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) }).map(drop)
+}
+
+/// `dup2(2)`.
+pub fn dup2(old: RawFd, new: RawFd) -> SysResult<()> {
+    // SAFETY: dup2 takes integers only; `new` is replaced atomically.
+    check_int(unsafe { libc::dup2(old, new) }).map(drop)
+}
+
+/// Sets or clears `FD_CLOEXEC` on `fd`.
+pub fn set_cloexec(fd: RawFd, on: bool) -> SysResult<()> {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: fcntl F_SETFD takes an integer argument.
+    check_int(unsafe { libc::fcntl(fd, libc::F_SETFD, flag) }).map(drop)
+}
+
+/// A `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`.
+pub fn seqpacket_pair() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid two-element out-array.
+    check_int(unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    })?;
+    Ok((owned(fds[0] as libc::c_long), owned(fds[1] as libc::c_long)))
+}
+
+/// A `pipe2(O_CLOEXEC)`: `(read, write)`.
+pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid two-element out-array.
+    check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((owned(fds[0] as libc::c_long), owned(fds[1] as libc::c_long)))
+}
+
+/// A `memfd_create(2)` descriptor (close-on-exec).
+pub fn memfd(name: &CStr) -> SysResult<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    check_int(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }).map(|fd| owned(fd as libc::c_long))
+}
+
+/// Writes all of `buf` to `fd` with raw `write(2)` (async-signal-safe).
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable slice.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// One `read(2)` into `buf` (retrying on `EINTR`).
+pub fn read(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    loop {
+        // SAFETY: `buf` is a valid writable slice.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(n as usize);
+    }
+}
+
+/// `execve(2)`. Returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: path, argv and envp are NUL-terminated strings in NULL-terminated arrays, all of
+    // which outlive the call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    Errno::last()
+}
+
+/// `access(2)` with `X_OK`.
+pub fn is_executable(path: &CStr) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    check_int(unsafe { libc::access(path.as_ptr(), libc::X_OK) }).map(drop)
+}
+
+/// `isatty(3)`.
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty takes an integer only.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Configures a `Command` so that, in the forked child before exec: `keep` is duplicated onto
+/// the listed target descriptors, the signal mask is emptied, and the child gets `SIGKILL` when
+/// the spawning thread dies.
+pub fn prepare_init_command(cmd: &mut std::process::Command, keep: Vec<(RawFd, RawFd)>) {
+    use std::os::unix::process::CommandExt;
+    let parent = getpid();
+    // SAFETY: the closure runs between fork and exec in the child and calls only
+    // async-signal-safe functions (dup2, pthread_sigmask, prctl, getppid, kill); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(from, to) in &keep {
+                // Sources are above every target (see `dup_above`), so no dup2 clobbers a later
+                // source; dup2 clears close-on-exec on the new descriptor.
+                if libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of an inherited descriptor if it is open (and marks it close-on-exec).
+pub fn take_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    set_cloexec(fd, true).ok()?;
+    // SAFETY: the descriptor is open and was handed to this process (by `warden run`) for
+    // exactly this purpose; nothing else in the process refers to it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Duplicates `fd` to the lowest free descriptor >= `min`, close-on-exec.
+pub fn dup_above(fd: &OwnedFd, min: RawFd) -> SysResult<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and returns a new descriptor.
+    check_int(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) }).map(|fd| owned(fd as libc::c_long))
+}
+
+/// Peak resident set size of waited-for descendants, in KiB (`getrusage(RUSAGE_CHILDREN)`).
+pub fn children_max_rss_kib() -> u64 {
+    // SAFETY: rusage is plain data that getrusage fills.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid out-pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } == 0 {
+        ru.ru_maxrss.max(0) as u64
+    } else {
+        0
+    }
+}
+
+/// `uname(2)` release string.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain data that uname fills.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid out-pointer.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return "unknown".into();
+    }
+    // SAFETY: the kernel NUL-terminates `release` within the array.
+    unsafe { CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned()
+}

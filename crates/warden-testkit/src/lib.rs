@@ -1,0 +1,221 @@
+//! Test support for warden: run the real `warden` binary and explain failures.
+//!
+//! [`Warden`] builds a command line, runs it with a bounded wait, and every assertion helper
+//! prints the command, exit status, stdout and stderr when it fails (like ripgrep's
+//! `TestCommand`), so a red test says what happened without a rerun.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `warden` binary under test: `$WARDEN_BIN`, else `CARGO_BIN_EXE_warden` passed by
+/// the caller.
+pub fn warden_bin(cargo_bin_exe: &str) -> PathBuf {
+    std::env::var_os("WARDEN_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(cargo_bin_exe))
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct Output {
+    /// The command line, for messages.
+    pub cmdline: String,
+    /// Exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    fn explain(&self) -> String {
+        format!(
+            "\n--- command ---\n{}\n--- exit ---\n{:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            self.cmdline, self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(self.code, Some(expected), "unexpected exit status{}", self.explain());
+        self
+    }
+
+    /// Asserts exit code 0.
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.code(0)
+    }
+
+    /// Asserts a non-zero exit code.
+    #[track_caller]
+    pub fn failure(&self) -> &Self {
+        assert!(self.code.is_some_and(|c| c != 0), "expected a failure{}", self.explain());
+        self
+    }
+
+    /// Asserts stdout contains `needle`.
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}{}", self.explain());
+        self
+    }
+
+    /// Asserts stdout does not contain `needle`.
+    #[track_caller]
+    pub fn stdout_lacks(&self, needle: &str) -> &Self {
+        assert!(!self.stdout.contains(needle), "stdout contains {needle:?}{}", self.explain());
+        self
+    }
+
+    /// Asserts stderr contains `needle`.
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}{}", self.explain());
+        self
+    }
+
+    /// Asserts stderr does not contain `needle`.
+    #[track_caller]
+    pub fn stderr_lacks(&self, needle: &str) -> &Self {
+        assert!(!self.stderr.contains(needle), "stderr contains {needle:?}{}", self.explain());
+        self
+    }
+
+    /// Panics with the full explanation and `msg`.
+    #[track_caller]
+    pub fn fail(&self, msg: &str) -> ! {
+        panic!("{msg}{}", self.explain())
+    }
+}
+
+/// A `warden` invocation under construction.
+pub struct Warden {
+    cmd: Command,
+    shown: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    limit: Duration,
+}
+
+impl Warden {
+    /// `warden` with no arguments yet; the environment is inherited minus `WARDEN_*`/`XDG_CONFIG_HOME`
+    /// so that no user config leaks into tests.
+    pub fn new(bin: &Path) -> Self {
+        let mut cmd = Command::new(bin);
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("WARDEN_") && k != "WARDEN_BIN" {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        Warden { cmd, shown: vec![bin.display().to_string()], stdin: None, limit: Duration::from_secs(60) }
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for a in args {
+            self.shown.push(a.as_ref().to_string_lossy().into_owned());
+            self.cmd.arg(a);
+        }
+        self
+    }
+
+    /// Sets an environment variable of warden itself.
+    pub fn env(mut self, k: &str, v: impl AsRef<OsStr>) -> Self {
+        self.shown.insert(0, format!("{k}={}", v.as_ref().to_string_lossy()));
+        self.cmd.env(k, v);
+        self
+    }
+
+    /// Removes an environment variable of warden itself.
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    /// Sets warden's working directory.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    /// Feeds `data` on stdin.
+    pub fn stdin(mut self, data: &[u8]) -> Self {
+        self.stdin = Some(data.to_vec());
+        self.cmd.stdin(Stdio::piped());
+        self
+    }
+
+    /// The longest the run may take before the test fails (default 60 s).
+    pub fn limit(mut self, d: Duration) -> Self {
+        self.limit = d;
+        self
+    }
+
+    /// Runs to completion (bounded by the limit; the process is killed past it and the test fails).
+    pub fn run(mut self) -> Output {
+        let cmdline = self.shown.join(" ");
+        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmdline}: {e}"));
+        if let Some(data) = self.stdin.take() {
+            if let Some(mut s) = child.stdin.take() {
+                use std::io::Write;
+                let _ = s.write_all(&data);
+            }
+        }
+        let mut out_pipe = child.stdout.take().expect("stdout is piped");
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        let out_t = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = out_pipe.read_to_end(&mut s);
+            s
+        });
+        let err_t = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = err_pipe.read_to_end(&mut s);
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break Some(st);
+            }
+            if start.elapsed() > self.limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
+        let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+        let out = Output { cmdline, code: status.and_then(|s| s.code()), stdout, stderr };
+        if status.is_none() {
+            out.fail(&format!("warden did not finish within {:?}", self.limit));
+        }
+        out
+    }
+}
+
+/// A temporary directory that is readable by every user (tests also run as `nobody`).
+pub fn world_tempdir() -> tempfile::TempDir {
+    let base = std::env::var_os("WARDEN_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let d = tempfile::Builder::new().prefix("warden-test-").tempdir_in(base).expect("tempdir");
+    set_mode(d.path(), 0o755);
+    d
+}
+
+/// `chmod`.
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
