@@ -87,9 +87,9 @@ pub enum PolicyError {
         /// The table it is in.
         table: String,
         /// The expected type, e.g. `an array of strings`.
-        expected: String,
+        expected: &'static str,
         /// What was found, e.g. `a string`.
-        found: String,
+        found: &'static str,
     },
     /// A config value has the right type but an invalid value.
     #[error("{location}: key \"{key}\" in {table}: {message}")]

@@ -2,7 +2,7 @@
 //!
 //! This crate is pure data. It never enforces anything and never changes the filesystem; its only
 //! I/O is reading config files (capped at [`config::MAX_CONFIG_SIZE`]), reading filesystem metadata
-//! and canonicalizing paths. The single entry point for the CLI is [`resolve`], which merges the
+//! and canonicalizing paths. The single entry point for the CLI is [`resolve()`], which merges the
 //! command line, the environment, `warden.toml` and Codex's `config.toml` into one [`Policy`] and a
 //! list of [`ConfigWarning`]s. Every value that would weaken the sandbox comes from an explicit
 //! source; an invalid value in a file or the environment falls back to the safest choice.

@@ -176,7 +176,7 @@ mod tests {
         let linked_home = root.join("linked-home");
         symlink(&home, &linked_home).expect("symlink");
 
-        let masks = default_masks(&[home.clone()], &[]);
+        let masks = default_masks(std::slice::from_ref(&home), &[]);
         let mut want = vec![home.join(".config/gh"), home.join(".netrc"), home.join(".ssh"), real_ssh.clone()];
         want.sort();
         assert_eq!(masks, want);

@@ -1,6 +1,6 @@
 //! The resolved policy: everything `warden run` enforces, as plain data.
 //!
-//! Guarantees: a [`Policy`] produced by [`crate::resolve`] has a canonical, existing workdir;
+//! Guarantees: a [`Policy`] produced by [`crate::resolve()`] has a canonical, existing workdir;
 //! canonical writable and read-only roots; masks that exist; limits inside the ranges of
 //! [`check_limit`]; and a serde_json form, whose hash is [`Policy::digest`]. A `Policy` built by
 //! hand carries none of these guarantees.

@@ -178,17 +178,20 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
             return Err(PolicyError::ConflictingProfiles { profile: p, sandbox: s });
         }
     }
-    let env_profile = match host.var("WARDEN_PROFILE").filter(|v| !v.is_empty()) {
-        None => None,
-        Some(v) => Some(v.parse::<Profile>().unwrap_or_else(|_| {
+    let env_profile = host.var("WARDEN_PROFILE").filter(|v| !v.is_empty()).map(|v| {
+        v.parse::<Profile>().unwrap_or_else(|_| {
             warnings.push(ConfigWarning {
                 file: None,
                 key: "WARDEN_PROFILE".to_owned(),
-                message: format!("invalid value \"{v}\" (accepted: {}); using \"offline\"", PROFILE_NAMES.join(", ")),
+                message: format!(
+                    "invalid value {} (accepted: {}); using \"offline\"",
+                    crate::quote::toml_quote(v),
+                    PROFILE_NAMES.join(", ")
+                ),
             });
             Profile::Offline
-        })),
-    };
+        })
+    });
     let codex_src = codex.as_ref().map(|c| {
         let suffix = if c.profile() != c.sandbox_mode {
             "sandbox_mode, sandbox_workspace_write.network_access"
@@ -444,4 +447,432 @@ fn config_path_str(w: &Option<WardenConfig>) -> String {
 
 fn codex_path_str(c: &Option<CodexConfig>) -> String {
     c.as_ref().map(|c| c.path.display().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        home: PathBuf,
+        proj: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let root = fs::canonicalize(dir.path()).expect("canon");
+            let home = root.join("home");
+            let proj = home.join("proj");
+            for d in [&proj, &root.join("keys"), &root.join("other"), &root.join("xdg")] {
+                fs::create_dir_all(d).expect("mkdir");
+            }
+            fs::create_dir_all(proj.join("sub")).expect("mkdir");
+            symlink(root.join("keys"), home.join(".ssh")).expect("symlink");
+            fs::write(home.join(".netrc"), "machine m").expect("write");
+            Fixture { _dir: dir, root, home, proj }
+        }
+
+        fn host(&self, env: &[(&str, &str)]) -> HostContext {
+            let mut vars = vec![("XDG_CONFIG_HOME".to_owned(), self.root.join("xdg").display().to_string())];
+            vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            HostContext { cwd: self.proj.clone(), home: Some(self.home.clone()), env: vars }
+        }
+
+        fn write(&self, name: &str, content: &str) -> PathBuf {
+            let p = self.root.join(name);
+            fs::write(&p, content).expect("write");
+            p
+        }
+    }
+
+    fn run(opts: &PolicyOptions, host: &HostContext) -> Resolved {
+        resolve(opts, host).unwrap_or_else(|e| panic!("resolve failed: {e}"))
+    }
+
+    #[test]
+    fn defaults_are_offline_and_masked() {
+        let f = Fixture::new();
+        let r = run(&PolicyOptions::default(), &f.host(&[]));
+        let p = &r.policy;
+        assert!(r.warnings.is_empty());
+        assert_eq!(p.profile, Profile::Offline);
+        assert_eq!(p.source_of("profile"), Some("default"));
+        assert_eq!(p.net, NetMode::None);
+        assert_eq!(p.workdir, f.proj);
+        assert!(p.writable_roots.is_empty());
+        assert!(p.writable_outside_workdir.is_empty());
+        assert_eq!(p.protected_names, [".git", ".codex", ".agents"]);
+        assert!(p.tmp_writable);
+        assert_eq!(p.env, EnvPolicy::default());
+        assert_eq!(p.limits, Limits::default());
+        // The symlinked ~/.ssh is masked under both names; missing defaults are not listed.
+        assert!(p.deny_read.contains(&f.home.join(".ssh")));
+        assert!(p.deny_read.contains(&f.root.join("keys")));
+        assert!(p.deny_read.contains(&f.home.join(".netrc")));
+        assert!(!p.deny_read.contains(&f.home.join(".aws")));
+        let mut sorted = p.deny_read.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, p.deny_read);
+    }
+
+    #[test]
+    fn profile_precedence() {
+        let f = Fixture::new();
+        let warden = f.write("warden.toml", "profile = \"net-read-only\"\n");
+        let codex = f.write("codex.toml", "sandbox_mode = \"danger-full-access\"\n");
+        let mut opts = PolicyOptions {
+            config: Some(warden.clone()),
+            codex_config: Some(codex.clone()),
+            profile: Some(Profile::WorkspaceWrite),
+            ..PolicyOptions::default()
+        };
+        let env = [("WARDEN_PROFILE", "workspace-net")];
+        let p = run(&opts, &f.host(&env)).policy;
+        assert_eq!((p.profile, p.source_of("profile")), (Profile::WorkspaceWrite, Some("--profile")));
+        opts.profile = None;
+        opts.codex_sandbox = Some(Profile::WorkspaceWrite);
+        let p = run(&opts, &f.host(&env)).policy;
+        assert_eq!((p.profile, p.source_of("profile")), (Profile::WorkspaceWrite, Some("--sandbox")));
+        opts.codex_sandbox = None;
+        let p = run(&opts, &f.host(&env)).policy;
+        assert_eq!((p.profile, p.source_of("profile")), (Profile::WorkspaceNet, Some("WARDEN_PROFILE")));
+        let p = run(&opts, &f.host(&[("WARDEN_PROFILE", "")])).policy;
+        let warden_src = warden.display().to_string();
+        assert_eq!((p.profile, p.source_of("profile")), (Profile::NetReadOnly, Some(warden_src.as_str())));
+        assert_eq!(p.net, NetMode::Allowlist);
+        opts.config = None;
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.profile, Profile::Trusted);
+        assert_eq!(p.source_of("profile"), Some(format!("{} (sandbox_mode)", codex.display()).as_str()));
+        // workspace-write + network_access = workspace-net.
+        let codex_net = f.write(
+            "codex-net.toml",
+            "sandbox_mode = \"workspace-write\"\n[sandbox_workspace_write]\nnetwork_access = true\n",
+        );
+        opts.codex_config = Some(codex_net);
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.profile, Profile::WorkspaceNet);
+        assert!(p.source_of("profile").is_some_and(|s| s.ends_with("network_access)")));
+    }
+
+    #[test]
+    fn conflicting_cli_profiles_are_an_error() {
+        let f = Fixture::new();
+        let opts = PolicyOptions {
+            profile: Some(Profile::Offline),
+            codex_sandbox: Some(Profile::Trusted),
+            ..PolicyOptions::default()
+        };
+        let e = resolve(&opts, &f.host(&[])).expect_err("conflict");
+        assert!(matches!(e, PolicyError::ConflictingProfiles { .. }), "{e}");
+        let same = PolicyOptions {
+            profile: Some(Profile::Trusted),
+            codex_sandbox: Some(Profile::Trusted),
+            ..PolicyOptions::default()
+        };
+        assert_eq!(run(&same, &f.host(&[])).policy.profile, Profile::Trusted);
+    }
+
+    #[test]
+    fn invalid_selectors_resolve_to_offline_without_falling_through() {
+        let f = Fixture::new();
+        let codex = f.write("codex.toml", "sandbox_mode = \"danger-full-access\"\n");
+        let bad_warden = f.write("warden.toml", "profile = \"bogus\"\n");
+        // WARDEN_PROFILE invalid: offline, even though the config says trusted.
+        let opts = PolicyOptions { codex_config: Some(codex.clone()), ..PolicyOptions::default() };
+        let r = run(&opts, &f.host(&[("WARDEN_PROFILE", "bogus")]));
+        assert_eq!(r.policy.profile, Profile::Offline);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert_eq!(
+            r.warnings[0].to_string(),
+            "warden: warning: environment variable WARDEN_PROFILE: invalid value \"bogus\" (accepted: offline, net-read-only, workspace-write, workspace-net, trusted); using \"offline\""
+        );
+        // warden.toml invalid: offline, not the Codex value.
+        let opts =
+            PolicyOptions { config: Some(bad_warden.clone()), codex_config: Some(codex), ..PolicyOptions::default() };
+        let r = run(&opts, &f.host(&[]));
+        assert_eq!(r.policy.profile, Profile::Offline);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert_eq!(r.warnings[0].file.as_deref(), Some(bad_warden.as_path()));
+        assert_eq!(r.warnings[0].key, "profile");
+        assert!(r.warnings[0].message.contains("accepted: offline, net-read-only"));
+        // Codex invalid: offline.
+        let yolo = f.write("yolo.toml", "sandbox_mode = \"yolo\"\n");
+        let opts = PolicyOptions { codex_config: Some(yolo), ..PolicyOptions::default() };
+        let r = run(&opts, &f.host(&[]));
+        assert_eq!(r.policy.profile, Profile::Offline);
+        assert_eq!(r.warnings.len(), 1);
+        assert_eq!(r.warnings[0].key, "sandbox_mode");
+    }
+
+    #[test]
+    fn net_precedence() {
+        let f = Fixture::new();
+        let cfg = f.write("warden.toml", "[network]\nmode = \"allowlist\"\n");
+        let mut opts = PolicyOptions {
+            profile: Some(Profile::Trusted),
+            config: Some(cfg),
+            net: Some(NetMode::None),
+            ..PolicyOptions::default()
+        };
+        assert_eq!(run(&opts, &f.host(&[])).policy.net, NetMode::None);
+        opts.net = None;
+        assert_eq!(run(&opts, &f.host(&[])).policy.net, NetMode::Allowlist);
+        opts.config = None;
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.net, NetMode::Host);
+        assert_eq!(p.source_of("net"), Some("profile trusted"));
+    }
+
+    #[test]
+    fn default_config_location_is_used_if_present() {
+        let f = Fixture::new();
+        let dir = f.root.join("xdg/warden");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("config.toml"), "profile = \"workspace-write\"\n").expect("write");
+        let p = run(&PolicyOptions::default(), &f.host(&[])).policy;
+        assert_eq!(p.profile, Profile::WorkspaceWrite);
+        // Warden's own config directory is masked.
+        assert!(p.deny_read.contains(&dir));
+        assert!(p.deny_read.contains(&dir.join("config.toml")));
+    }
+
+    #[test]
+    fn workdir_guards() {
+        let f = Fixture::new();
+        let ww = |workdir: &Path, env: &[(&str, &str)]| {
+            let opts = PolicyOptions {
+                profile: Some(Profile::WorkspaceWrite),
+                workdir: Some(workdir.to_owned()),
+                ..PolicyOptions::default()
+            };
+            resolve(&opts, &f.host(env))
+        };
+        let e = ww(&f.home, &[]).expect_err("home");
+        assert!(matches!(e, PolicyError::WorkdirIsHome { .. }), "{e}");
+        assert!(e.to_string().contains("subdirectory"));
+        let e = ww(Path::new("/"), &[]).expect_err("root");
+        assert!(matches!(e, PolicyError::WorkdirIsRoot { .. }), "{e}");
+        // Through a symlink and a relative path, still the home directory.
+        symlink(&f.home, f.root.join("home-link")).expect("symlink");
+        assert!(ww(Path::new("../../home-link/./"), &[]).is_err());
+        let e = ww(&f.root.join("missing"), &[]).expect_err("missing");
+        assert!(e.to_string().contains("missing"), "{e}");
+        let e = ww(&f.home.join(".netrc"), &[]).expect_err("file");
+        assert!(matches!(e, PolicyError::WorkdirNotDirectory { .. }), "{e}");
+        let other = f.root.join("other").display().to_string();
+        let e = ww(&f.proj, &[("WORKSPACE_ROOT_DIR", &other)]).expect_err("outside");
+        assert!(e.to_string().contains(&other) && e.to_string().contains(&f.proj.display().to_string()));
+        let home = f.home.display().to_string();
+        let p = ww(Path::new("sub"), &[("WORKSPACE_ROOT_DIR", &home)]).expect("inside").policy;
+        assert_eq!(p.workdir, f.proj.join("sub"));
+        // Read-only profiles may start in the home directory.
+        let opts = PolicyOptions { workdir: Some(f.home.clone()), ..PolicyOptions::default() };
+        assert_eq!(run(&opts, &f.host(&[])).policy.workdir, f.home);
+    }
+
+    #[test]
+    fn writable_roots_per_profile() {
+        let f = Fixture::new();
+        let extra = f.root.join("extra");
+        fs::create_dir_all(&extra).expect("mkdir");
+        let cfg = f.write("warden.toml", "[filesystem]\nwritable = [\"extra\"]\nread_only = [\"~/proj/sub\"]\n");
+        let codex = f.write(
+            "codex.toml",
+            "[sandbox_workspace_write]\nwritable_roots = [\"/nonexistent-warden-test\", \"home/proj/sub\"]\n",
+        );
+        let mut opts = PolicyOptions {
+            profile: Some(Profile::WorkspaceWrite),
+            writable: vec![PathBuf::from("../../other")],
+            config: Some(cfg),
+            codex_config: Some(codex),
+            ..PolicyOptions::default()
+        };
+        let r = run(&opts, &f.host(&[]));
+        let other = f.root.join("other");
+        assert_eq!(r.policy.writable_roots, [f.proj.clone(), other.clone(), extra.clone(), f.proj.join("sub")]);
+        assert_eq!(r.policy.writable_outside_workdir, [other.clone(), extra.clone()]);
+        assert_eq!(r.policy.read_only, [f.proj.join("sub")]);
+        assert_eq!(r.warnings.len(), 1, "missing codex root warns: {:?}", r.warnings);
+        assert_eq!(r.warnings[0].key, "sandbox_workspace_write.writable_roots");
+
+        opts.profile = Some(Profile::Offline);
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.writable_roots, [other.clone(), extra]);
+
+        opts.profile = Some(Profile::Trusted);
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.writable_roots, [PathBuf::from("/")]);
+        assert_eq!(p.writable_outside_workdir, [PathBuf::from("/")]);
+        assert!(p.protected_names.is_empty());
+        assert!(p.deny_read.is_empty(), "trusted has no default masks: {:?}", p.deny_read);
+
+        opts.writable = vec![PathBuf::from("nope")];
+        let e = resolve(&opts, &f.host(&[])).expect_err("missing");
+        assert!(e.to_string().starts_with("--writable nope: "), "{e}");
+        let bad_cfg = f.write("bad.toml", "[filesystem]\n\nwritable = [\"missing-dir\"]\n");
+        let opts = PolicyOptions { config: Some(bad_cfg.clone()), ..PolicyOptions::default() };
+        let e = resolve(&opts, &f.host(&[])).expect_err("missing");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:3: key \"writable\" in [filesystem]: cannot use path", bad_cfg.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn explicit_deny_read() {
+        let f = Fixture::new();
+        let secret = f.proj.join("secret.env");
+        fs::write(&secret, "k").expect("write");
+        symlink(&secret, f.proj.join("link.env")).expect("symlink");
+        let cfg = f.write("warden.toml", "[filesystem]\ndeny_read = [\"~/proj/link.env\", \"~/absent\"]\n");
+        let mut opts = PolicyOptions {
+            profile: Some(Profile::Trusted),
+            deny_read: vec![PathBuf::from("./secret.env")],
+            config: Some(cfg.clone()),
+            ..PolicyOptions::default()
+        };
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.deny_read, [f.proj.join("link.env"), secret.clone()]);
+        opts.profile = None;
+        let p = run(&opts, &f.host(&[])).policy;
+        for want in [f.proj.join("link.env"), secret, cfg, f.home.join(".ssh")] {
+            assert!(p.deny_read.contains(&want), "{want:?} not in {:?}", p.deny_read);
+        }
+        opts.deny_read = vec![PathBuf::from("absent")];
+        let e = resolve(&opts, &f.host(&[])).expect_err("missing");
+        assert!(e.to_string().starts_with("--deny-read absent: "), "{e}");
+    }
+
+    #[test]
+    fn xdg_state_and_config_dirs_are_masked() {
+        let f = Fixture::new();
+        let state = f.root.join("state");
+        fs::create_dir_all(state.join("warden")).expect("mkdir");
+        fs::create_dir_all(f.root.join("xdg/warden")).expect("mkdir");
+        let s = state.display().to_string();
+        let p = run(&PolicyOptions::default(), &f.host(&[("XDG_STATE_HOME", &s)])).policy;
+        assert!(p.deny_read.contains(&state.join("warden")));
+        assert!(p.deny_read.contains(&f.root.join("xdg/warden")));
+    }
+
+    #[test]
+    fn env_policy_merges_cli_over_warden_over_codex() {
+        let f = Fixture::new();
+        let cfg = f.write(
+            "warden.toml",
+            "[env]\nexclude = [\"W_*\"]\nset = { A = \"warden\", B = \"warden\" }\ninclude_only = [\"from-warden\"]\n",
+        );
+        let codex = f.write(
+            "codex.toml",
+            "[shell_environment_policy]\ninherit = \"core\"\nexclude = [\"C_*\"]\nset = { B = \"codex\", C = \"codex\" }\nignore_default_excludes = true\n",
+        );
+        let mut opts = PolicyOptions {
+            config: Some(cfg),
+            codex_config: Some(codex),
+            env_set: vec![("A".into(), "cli".into()), ("GH_TOKEN".into(), "explicit".into())],
+            env_exclude: vec!["X_*".into()],
+            ..PolicyOptions::default()
+        };
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.env.inherit, EnvInherit::Core);
+        assert!(p.env.ignore_default_excludes);
+        assert_eq!(p.env.exclude, ["X_*", "W_*", "C_*"]);
+        let set: Vec<(&str, &str)> = p.env.set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(set, [("B", "warden"), ("C", "codex"), ("A", "cli"), ("GH_TOKEN", "explicit")]);
+        assert_eq!(p.env.include_only, ["from-warden"]);
+        opts.env_include_only = vec!["PATH".into()];
+        opts.env_inherit = Some(EnvInherit::None);
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.env.include_only, ["PATH"]);
+        assert_eq!(p.env.inherit, EnvInherit::None);
+        assert_eq!(p.source_of("env.inherit"), Some("--env-inherit"));
+
+        // An explicit --env-set survives the default excludes.
+        let opts = PolicyOptions { env_set: vec![("GH_TOKEN".into(), "explicit".into())], ..PolicyOptions::default() };
+        let p = run(&opts, &f.host(&[])).policy;
+        let host_env = vec![("GH_TOKEN".to_owned(), "host".to_owned()), ("PATH".to_owned(), "/bin".to_owned())];
+        assert_eq!(
+            p.env.apply(&host_env),
+            [("PATH".to_owned(), "/bin".to_owned()), ("GH_TOKEN".to_owned(), "explicit".to_owned())]
+        );
+        let bad = PolicyOptions { env_set: vec![("A=B".into(), "x".into())], ..PolicyOptions::default() };
+        assert!(matches!(resolve(&bad, &f.host(&[])), Err(PolicyError::InvalidEnvSet { .. })));
+    }
+
+    #[test]
+    fn limits_cli_over_config_and_validated() {
+        let f = Fixture::new();
+        let cfg = f.write("warden.toml", "[limits]\ntimeout = 30\nmemory = \"1G\"\n");
+        let mut opts = PolicyOptions {
+            config: Some(cfg.clone()),
+            timeout_secs: Some(5),
+            max_procs: Some(64),
+            ..PolicyOptions::default()
+        };
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(
+            p.limits,
+            Limits {
+                timeout_secs: Some(5),
+                memory_bytes: Some(1 << 30),
+                cpu_seconds: None,
+                max_procs: Some(64),
+                max_file_size: None,
+            }
+        );
+        assert_eq!(p.source_of("limits.timeout"), Some("--timeout"));
+        assert_eq!(p.source_of("limits.memory"), Some(cfg.display().to_string().as_str()));
+        opts.timeout_secs = Some(0);
+        let e = resolve(&opts, &f.host(&[])).expect_err("0");
+        assert_eq!(
+            e.to_string(),
+            "limit timeout = 0 from --timeout is out of range (accepted: 1..=604800 seconds (7 days))"
+        );
+        opts.timeout_secs = None;
+        opts.memory_bytes = Some(1000);
+        assert!(resolve(&opts, &f.host(&[])).expect_err("small").to_string().contains("memory"));
+    }
+
+    #[test]
+    fn tmp_settings() {
+        let f = Fixture::new();
+        // The fixture itself usually lives under /tmp, so TMPDIR must be elsewhere.
+        let outside = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
+        let tmpdir = fs::canonicalize(outside.path()).expect("canon");
+        let t = tmpdir.display().to_string();
+        let p = run(&PolicyOptions::default(), &f.host(&[("TMPDIR", &t)])).policy;
+        assert_eq!(p.tmpdir, Some(tmpdir.clone()));
+        let p = run(&PolicyOptions::default(), &f.host(&[("TMPDIR", "/tmp")])).policy;
+        assert_eq!(p.tmpdir, None);
+        let p = run(&PolicyOptions::default(), &f.host(&[("TMPDIR", "relative")])).policy;
+        assert_eq!(p.tmpdir, None);
+        // A TMPDIR containing the workdir or home would hide it: not given a tmpfs.
+        let h = f.home.display().to_string();
+        assert_eq!(run(&PolicyOptions::default(), &f.host(&[("TMPDIR", &h)])).policy.tmpdir, None);
+        let codex = f.write(
+            "codex.toml",
+            "[sandbox_workspace_write]\nexclude_tmpdir_env_var = true\nexclude_slash_tmp = true\n",
+        );
+        let opts = PolicyOptions { codex_config: Some(codex), ..PolicyOptions::default() };
+        let p = run(&opts, &f.host(&[("TMPDIR", &t)])).policy;
+        assert_eq!(p.tmpdir, None);
+        assert!(!p.tmp_writable);
+    }
+
+    #[test]
+    fn digest_changes_with_policy() {
+        let f = Fixture::new();
+        let a = run(&PolicyOptions::default(), &f.host(&[])).policy;
+        let b = run(&PolicyOptions::default(), &f.host(&[])).policy;
+        assert_eq!(a.digest(), b.digest());
+        let c = run(&PolicyOptions { net: Some(NetMode::Host), ..PolicyOptions::default() }, &f.host(&[])).policy;
+        assert_ne!(a.digest(), c.digest());
+    }
 }

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::cgroup::PidsCgroup;
 use crate::plan::LaunchPlan;
 use crate::protocol::{CommandStatus, Message, CONTROL_FD, MAX_MESSAGE_BYTES, PLAN_FD};
 use crate::sys::{self, Errno, SigSet, WaitStatus};
@@ -119,9 +120,24 @@ pub fn run(plan: &LaunchPlan, init_exe: &Path, timeout: Option<Duration>) -> Res
     let theirs = sys::dup_above(&theirs, 10).map_err(sys_err("dup of the control socket"))?;
     let plan_fd = sys::dup_above(&plan_fd, 10).map_err(sys_err("dup of the plan memfd"))?;
 
+    let cgroup = match plan.pids_cgroup_max.map(PidsCgroup::create).transpose() {
+        Ok(c) => c,
+        Err(detail) => {
+            return Ok(Report {
+                outcome: Outcome::SetupFailed {
+                    layer: "process limit (--max-procs as root needs a pids cgroup)".into(),
+                    detail,
+                },
+                duration: Duration::ZERO,
+                peak_rss_kib: 0,
+            })
+        }
+    };
     let relayed = SigSet::of(RELAYED);
     relayed.block().map_err(sys_err("blocking signals"))?;
-    let result = spawn_and_wait(plan_fd, theirs, ours, init_exe, timeout, &relayed);
+    let procs = cgroup.as_ref().map(|c| c.procs_file());
+    let result = spawn_and_wait(plan_fd, theirs, ours, init_exe, timeout, &relayed, procs.as_deref());
+    drop(cgroup);
     let _ = SigSet::unblock_all();
     result
 }
@@ -133,11 +149,12 @@ fn spawn_and_wait(
     init_exe: &Path,
     timeout: Option<Duration>,
     relayed: &SigSet,
+    cgroup_procs: Option<&Path>,
 ) -> Result<Report, LaunchError> {
     let sigfd = relayed.signalfd().map_err(sys_err("signalfd"))?;
     let mut cmd = std::process::Command::new(init_exe);
     cmd.arg("__sandbox-init").env_clear();
-    sys::prepare_init_command(&mut cmd, vec![(theirs.as_raw_fd(), CONTROL_FD), (plan_fd.as_raw_fd(), PLAN_FD)]);
+    sys::prepare_init_command(&mut cmd, vec![(theirs.as_raw_fd(), CONTROL_FD), (plan_fd.as_raw_fd(), PLAN_FD)], cgroup_procs);
     let start = Instant::now();
     let child = cmd.spawn().map_err(|source| LaunchError::Spawn { path: init_exe.display().to_string(), source })?;
     drop(theirs);

@@ -6,6 +6,7 @@
 //! command's first instruction, or the command does not run and the error names the layer.
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod doctor;
 pub mod init;
 pub mod landlock;

@@ -93,6 +93,9 @@ pub struct LaunchPlan {
     pub rlimits: Vec<Rlimit>,
     /// Hostname inside the uts namespace.
     pub hostname: String,
+    /// Cap the sandbox's processes with a pids cgroup (needed for root, whom `RLIMIT_NPROC`
+    /// does not bind).
+    pub pids_cgroup_max: Option<u64>,
     /// uid and gid outside (mapped to the same ids inside).
     pub uid: u32,
     /// See `uid`.
@@ -181,6 +184,7 @@ pub fn compile(
             drop_privileges: false,
             rlimits,
             hostname: String::new(),
+            pids_cgroup_max: None,
             uid,
             gid,
         });
@@ -199,6 +203,7 @@ pub fn compile(
         drop_privileges: true,
         rlimits,
         hostname: "warden".to_owned(),
+        pids_cgroup_max: if uid == 0 { policy.limits.max_procs } else { None },
         uid,
         gid,
     })

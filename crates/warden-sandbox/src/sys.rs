@@ -799,13 +799,25 @@ pub fn isatty(fd: RawFd) -> bool {
 /// Configures a `Command` so that, in the forked child before exec: `keep` is duplicated onto
 /// the listed target descriptors, the signal mask is emptied, and the child gets `SIGKILL` when
 /// the spawning thread dies.
-pub fn prepare_init_command(cmd: &mut std::process::Command, keep: Vec<(RawFd, RawFd)>) {
+///
+/// With `join_cgroup`, the child also writes "0" to that `cgroup.procs` file first, so that the
+/// init and everything it starts are in the cgroup from their first instruction.
+pub fn prepare_init_command(cmd: &mut std::process::Command, keep: Vec<(RawFd, RawFd)>, join_cgroup: Option<&Path>) {
     use std::os::unix::process::CommandExt;
     let parent = getpid();
+    let cgroup = join_cgroup.and_then(|p| cstring(p).ok());
     // SAFETY: the closure runs between fork and exec in the child and calls only
-    // async-signal-safe functions (dup2, pthread_sigmask, prctl, getppid, kill); it allocates nothing.
+    // async-signal-safe functions (open, write, close, dup2, pthread_sigmask, prctl, getppid, kill);
+    // it allocates nothing (the cgroup path was converted before fork).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(procs) = &cgroup {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
             for &(from, to) in &keep {
                 // Sources are above every target (see `dup_above`), so no dup2 clobbers a later
                 // source; dup2 clears close-on-exec on the new descriptor.

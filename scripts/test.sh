@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy, license/ban policy, all tests as root, and the
+# test binaries again as an unprivileged user (nobody), so enforcement is proven both ways.
+# Installs what the tests use when run as root on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+install_packages() {
+  # Tools the tests call inside the sandbox or around it.
+  local need=()
+  command -v setpriv >/dev/null || need+=(util-linux)
+  command -v script >/dev/null || need+=(bsdutils)
+  command -v ipcmk >/dev/null || need+=(util-linux)
+  command -v curl >/dev/null || need+=(curl)
+  command -v git >/dev/null || need+=(git)
+  command -v ip >/dev/null || need+=(iproute2)
+  [ -x /usr/bin/python3 ] || need+=(python3)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      log "installing ${need[*]}"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "missing tools: ${need[*]} (run as root to install them)" >&2
+      exit 1
+    fi
+  fi
+}
+
+install_packages
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if command -v cargo-deny >/dev/null; then
+  log "cargo deny (licenses, bans, sources)"
+  cargo deny --offline check licenses bans sources 2>&1 | tail -n 3 || { echo "cargo deny failed" >&2; exit 1; }
+else
+  log "cargo-deny not installed: skipping (cargo install cargo-deny --locked to enable)"
+fi
+
+log "tests as $(id -un) (uid $(id -u))"
+cargo test --workspace --locked 2>&1 | tee target/test-root.log | grep -E '^(test result|running|failures:|---- )|FAILED|panicked' || true
+if grep -qE 'FAILED|error: test failed|error\[|could not compile' target/test-root.log; then
+  echo "tests failed as $(id -un); full log in target/test-root.log" >&2
+  grep -A40 -E '^failures:' target/test-root.log | head -n 200 >&2 || true
+  exit 1
+fi
+
+if [ "$(id -u)" != 0 ]; then
+  log "not root: the unprivileged pass runs only when the suite is started as root"
+  exit 0
+fi
+
+log "tests as nobody (setpriv --reuid=65534 --regid=65534 --clear-groups)"
+stage=$(mktemp -d /tmp/warden-nobody.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+chmod 755 "$stage"
+cargo test --workspace --locked --no-run --message-format=json 2>/dev/null \
+  | jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | .executable // empty' \
+  | sort -u > "$stage/list"
+cp target/debug/warden "$stage/warden"
+mkdir -m 1777 "$stage/tmp"
+failed=0
+total_pass=0
+while read -r bin; do
+  [ -n "$bin" ] || continue
+  name=$(basename "$bin")
+  cp "$bin" "$stage/$name"
+  chmod 755 "$stage/$name"
+  echo "--- $name"
+  # Run from a directory nobody can read; HOME and TMPDIR are nobody's own.
+  if out=$(cd "$stage" && setpriv --reuid=65534 --regid=65534 --clear-groups \
+      env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$stage/tmp" TMPDIR="$stage/tmp" \
+      WARDEN_BIN="$stage/warden" WARDEN_TEST_TMP="$stage/tmp" CI="${CI:-}" \
+      "./$name" 2>&1); then
+    echo "$out" | grep -E '^test result' || true
+  else
+    echo "$out" | tail -n 150
+    failed=1
+  fi
+done < "$stage/list"
+if [ "$failed" != 0 ]; then
+  echo "tests failed as nobody" >&2
+  exit 1
+fi
+log "all checks passed as root and as nobody"
