@@ -158,7 +158,8 @@ fn print_risk_warnings(policy: &Policy) {
 
 /// Writable roots outside the workdir need a yes: on a terminal we ask, otherwise `--yes`.
 fn confirm_outside_writes(policy: &Policy, yes: bool) -> Result<(), i32> {
-    if policy.writable_outside_workdir.is_empty() || yes {
+    // `trusted` makes everything writable by definition; choosing it is the confirmation.
+    if policy.writable_outside_workdir.is_empty() || yes || policy.profile.everything_writable() {
         return Ok(());
     }
     let list: Vec<String> = policy.writable_outside_workdir.iter().map(|p| p.display().to_string()).collect();

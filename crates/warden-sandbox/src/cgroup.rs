@@ -14,7 +14,8 @@ pub struct PidsCgroup {
 }
 
 /// Candidate hierarchies, in order: cgroup v2 (unified), v2 mounted beside v1, v1 pids.
-const ROOTS: &[(&str, bool)] = &[("/sys/fs/cgroup", true), ("/sys/fs/cgroup/unified", true), ("/sys/fs/cgroup/pids", false)];
+const ROOTS: &[(&str, bool)] =
+    &[("/sys/fs/cgroup", true), ("/sys/fs/cgroup/unified", true), ("/sys/fs/cgroup/pids", false)];
 
 impl PidsCgroup {
     /// Creates a cgroup limited to `max` processes.

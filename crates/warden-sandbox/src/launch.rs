@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::cgroup::PidsCgroup;
 use crate::plan::LaunchPlan;
+use crate::protect::Placeholders;
 use crate::protocol::{CommandStatus, Message, CONTROL_FD, MAX_MESSAGE_BYTES, PLAN_FD};
 use crate::sys::{self, Errno, SigSet, WaitStatus};
 
@@ -133,11 +134,22 @@ pub fn run(plan: &LaunchPlan, init_exe: &Path, timeout: Option<Duration>) -> Res
             })
         }
     };
+    let placeholders = match Placeholders::ensure(&crate::plan::protected_paths(plan)) {
+        Ok(p) => p,
+        Err(detail) => {
+            return Ok(Report {
+                outcome: Outcome::SetupFailed { layer: "protected path".into(), detail },
+                duration: Duration::ZERO,
+                peak_rss_kib: 0,
+            })
+        }
+    };
     let relayed = SigSet::of(RELAYED);
     relayed.block().map_err(sys_err("blocking signals"))?;
     let procs = cgroup.as_ref().map(|c| c.procs_file());
     let result = spawn_and_wait(plan_fd, theirs, ours, init_exe, timeout, &relayed, procs.as_deref());
     drop(cgroup);
+    drop(placeholders);
     let _ = SigSet::unblock_all();
     result
 }
@@ -154,7 +166,11 @@ fn spawn_and_wait(
     let sigfd = relayed.signalfd().map_err(sys_err("signalfd"))?;
     let mut cmd = std::process::Command::new(init_exe);
     cmd.arg("__sandbox-init").env_clear();
-    sys::prepare_init_command(&mut cmd, vec![(theirs.as_raw_fd(), CONTROL_FD), (plan_fd.as_raw_fd(), PLAN_FD)], cgroup_procs);
+    sys::prepare_init_command(
+        &mut cmd,
+        vec![(theirs.as_raw_fd(), CONTROL_FD), (plan_fd.as_raw_fd(), PLAN_FD)],
+        cgroup_procs,
+    );
     let start = Instant::now();
     let child = cmd.spawn().map_err(|source| LaunchError::Spawn { path: init_exe.display().to_string(), source })?;
     drop(theirs);

@@ -12,6 +12,7 @@ pub mod init;
 pub mod landlock;
 pub mod launch;
 pub mod plan;
+pub mod protect;
 pub mod protocol;
 pub mod seccomp;
 pub mod sys;

@@ -213,6 +213,17 @@ fn depth(p: &Path) -> usize {
     p.components().count()
 }
 
+/// The protected paths of a plan (for placeholders).
+pub fn protected_paths(plan: &LaunchPlan) -> Vec<PathBuf> {
+    plan.mounts
+        .iter()
+        .filter_map(|s| match s {
+            MountStep::Protect { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The ordered mount steps for a non-trusted policy.
 pub fn mount_steps(policy: &Policy) -> Vec<MountStep> {
     let mut steps =
@@ -246,7 +257,14 @@ pub fn mount_steps(policy: &Policy) -> Vec<MountStep> {
     }
     for root in &policy.writable_roots {
         for name in &policy.protected_names {
-            steps.push(MountStep::Protect { path: root.join(name) });
+            let path = root.join(name);
+            // A `.git` pointer file (worktree, submodule): its gitdir is as sensitive as .git.
+            if name == ".git" {
+                if let Some(target) = crate::protect::gitdir_target(&path) {
+                    steps.push(MountStep::Protect { path: target });
+                }
+            }
+            steps.push(MountStep::Protect { path });
         }
     }
     let mut masks = policy.deny_read.clone();

@@ -880,3 +880,51 @@ pub fn kernel_release() -> String {
     // SAFETY: the kernel NUL-terminates `release` within the array.
     unsafe { CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned()
 }
+
+/// `mkdir(2)` that reports `EEXIST` (unlike [`mkdir_if_missing`]).
+pub fn mkdir_new(path: &Path, mode: u32) -> SysResult<()> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::mkdir(c.as_ptr(), mode) }).map(drop)
+}
+
+/// Opens a directory read-only without following a trailing symlink.
+pub fn open_dir_nofollow(path: &Path) -> SysResult<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe {
+        libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+    })
+    .map(|fd| owned(fd as libc::c_long))
+}
+
+/// `flock(2)`; `exclusive` picks `LOCK_EX` over `LOCK_SH`; never blocks when `nonblocking`.
+pub fn flock(fd: &OwnedFd, exclusive: bool, nonblocking: bool) -> SysResult<()> {
+    let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    if nonblocking {
+        op |= libc::LOCK_NB;
+    }
+    // SAFETY: flock takes a descriptor and integer flags.
+    check_int(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+}
+
+/// `fsetxattr(2)` with a small value.
+pub fn fsetxattr(fd: &OwnedFd, name: &CStr, value: &[u8]) -> SysResult<()> {
+    // SAFETY: name is NUL-terminated; value is a valid slice; both outlive the call.
+    check_int(unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+        .map(drop)
+}
+
+/// `fgetxattr(2)`: whether the attribute exists.
+pub fn fhasxattr(fd: &OwnedFd, name: &CStr) -> bool {
+    let mut buf = [0u8; 8];
+    // SAFETY: name is NUL-terminated; buf is a valid writable buffer of its length.
+    unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) >= 0 }
+}
+
+/// `rmdir(2)`.
+pub fn rmdir(path: &Path) -> SysResult<()> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::rmdir(c.as_ptr()) }).map(drop)
+}

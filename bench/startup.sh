@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Startup latency of `warden run` against its peers, in one hyperfine run.
+#
+#   bench/startup.sh [RUNS]        (default 300 runs per command, 30 warmup)
+#
+# Installs its peers when missing (Debian: hyperfine, bubblewrap; npm: @openai/codex@0.169.0
+# into $WARDEN_BENCH_DIR, default /var/tmp/warden-bench), builds warden in release mode, and
+# prints hyperfine's table plus each median as a ratio of bwrap's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-300}
+bench_dir=${WARDEN_BENCH_DIR:-/var/tmp/warden-bench}
+codex_version=0.169.0
+
+need=()
+command -v hyperfine >/dev/null || need+=(hyperfine)
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v jq >/dev/null || need+=(jq)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+mkdir -p "$bench_dir"
+if [ ! -x "$bench_dir/node_modules/.bin/codex" ] || ! "$bench_dir/node_modules/.bin/codex" --version 2>/dev/null | grep -q "$codex_version"; then
+  (cd "$bench_dir" && npm install --silent --no-audit --no-fund "@openai/codex@$codex_version" >/dev/null)
+fi
+codex_bin=$(find "$bench_dir/node_modules/@openai" -path '*/vendor/*/bin/codex' -type f | head -n 1)
+mkdir -p "$bench_dir/pathbin" "$bench_dir/codex-home"
+# codex dispatches on argv[0]: `codex sandbox` re-executes itself as codex-linux-sandbox.
+ln -sf "$codex_bin" "$bench_dir/pathbin/codex-linux-sandbox"
+ln -sf "$codex_bin" "$bench_dir/pathbin/codex"
+
+cargo build --release --locked -q -p warden-cli
+warden=$PWD/target/release/warden
+work=$(mktemp -d /var/tmp/warden-bench-work.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+export PATH="$bench_dir/pathbin:$PATH" CODEX_HOME="$bench_dir/codex-home"
+par8_warden="for i in 1 2 3 4 5 6 7 8; do $warden run -- true 2>/dev/null & done; wait"
+par8_bwrap="for i in 1 2 3 4 5 6 7 8; do bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp true & done; wait"
+
+echo "machine: $(nproc) cores, $(uname -r), $(id -un); $(date -u +%Y-%m-%dT%H:%MZ)"
+hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/startup.json" \
+  -n 'true' 'true' \
+  -n 'warden offline' "$warden run -p offline -- true" \
+  -n 'warden workspace-write' "$warden run -p workspace-write -- true" \
+  -n 'bwrap' 'bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp true' \
+  -n 'codex sandbox' 'codex sandbox -- true' 2> >(grep -v '^warden: warning' >&2)
+hyperfine --warmup 5 --runs "$(( runs / 5 ))" --export-json "$work/parallel.json" \
+  -n 'warden x8 parallel' "$par8_warden" \
+  -n 'bwrap x8 parallel' "$par8_bwrap"
+
+echo
+echo "median ms, and ratio to bwrap's median:"
+jq -s -r '
+  (.[0].results + .[1].results) as $r
+  | ($r[] | select(.command == "bwrap") | .median) as $b
+  | $r[] | "\(.command)\t\(.median * 1000 | . * 100 | round / 100) ms\t\(.median / $b | . * 100 | round / 100)x"' \
+  "$work/startup.json" "$work/parallel.json" | column -t -s $'\t'
