@@ -30,7 +30,7 @@ ln -sf "$codex_bin" "$bench_dir/pathbin/codex-linux-sandbox"
 ln -sf "$codex_bin" "$bench_dir/pathbin/codex"
 
 cargo build --release --locked -q -p warden-cli
-warden=$PWD/target/release/warden
+warden=$PWD/target/x86_64-unknown-linux-gnu/release/warden
 work=$(mktemp -d /var/tmp/warden-bench-work.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cd "$work"

@@ -16,6 +16,7 @@ install_packages() {
   command -v curl >/dev/null || need+=(curl)
   command -v git >/dev/null || need+=(git)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v jq >/dev/null || need+=(jq)
   [ -x /usr/bin/python3 ] || need+=(python3)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -60,10 +61,13 @@ log "tests as nobody (setpriv --reuid=65534 --regid=65534 --clear-groups)"
 stage=$(mktemp -d /tmp/warden-nobody.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 chmod 755 "$stage"
-cargo test --workspace --locked --no-run --message-format=json 2>/dev/null \
-  | jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | .executable // empty' \
-  | sort -u > "$stage/list"
-cp target/debug/warden "$stage/warden"
+cargo test --workspace --locked --no-run --message-format=json 2>/dev/null > "$stage/artifacts.json"
+jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | .executable // empty' \
+  "$stage/artifacts.json" | sort -u > "$stage/list"
+warden_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "warden" and .profile.test == false) | .executable // empty' \
+  "$stage/artifacts.json" | head -n 1)
+[ -x "$warden_bin" ] || { echo "cannot find the warden binary in cargo's output" >&2; exit 1; }
+cp "$warden_bin" "$stage/warden"
 mkdir -m 1777 "$stage/tmp"
 failed=0
 total_pass=0

@@ -105,8 +105,7 @@ fn probe_offline() -> Result<f64, String> {
         allow_nested_userns: false,
     };
     let prepared = prepare(&args, &["true".to_owned()])?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find warden's executable: {e}"))?;
-    let report = launch::run(&prepared.plan, &exe, Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    let report = launch::run(&prepared.plan, Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
     match report.outcome {
         Outcome::Finished(warden_sandbox::protocol::CommandStatus::Exited(0)) => {
             Ok(report.duration.as_secs_f64() * 1e3)

@@ -13,11 +13,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // The sandbox init is an internal re-exec of this binary: dispatch before clap so that it
-    // stays single-threaded and parses nothing from the user.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "__sandbox-init") {
-        warden_sandbox::init::main();
-    }
     let cli = args::Cli::parse();
     let code = match cli.command {
         args::Command::Run(a) => run::run(a),

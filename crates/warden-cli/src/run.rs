@@ -104,12 +104,8 @@ pub fn run(args: RunArgs) -> i32 {
     if args.verbose {
         crate::explain::print_layers(&prepared, &mut std::io::stderr());
     }
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => return fail(format!("cannot find warden's own executable to start the sandbox init: {e}")),
-    };
     let timeout = policy.limits.timeout_secs.map(Duration::from_secs);
-    let report = match launch::run(&prepared.plan, &exe, timeout) {
+    let report = match launch::run(&prepared.plan, timeout) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };

@@ -1,12 +1,10 @@
-//! The parent side of `warden run`: spawns `warden __sandbox-init` with a plan, relays signals,
+//! The parent side of `warden run`: forks the sandbox init with a plan, relays signals,
 //! enforces the timeout and reports how the command ended.
 //!
-//! Guarantees: the init gets the plan through a memfd and talks back over a `SOCK_SEQPACKET`
-//! socket; it is killed (and with it the whole sandbox) when the timeout expires or when this
+//! Guarantees: the init talks back over a `SOCK_SEQPACKET` socket; it is killed (and with it the whole sandbox) when the timeout expires or when this
 //! process dies (`PR_SET_PDEATHSIG`); signals sent to `warden` by other processes reach the
 //! command; terminal-generated signals are not duplicated.
 
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::cgroup::PidsCgroup;
 use crate::plan::LaunchPlan;
 use crate::protect::Placeholders;
-use crate::protocol::{CommandStatus, Message, CONTROL_FD, MAX_MESSAGE_BYTES, PLAN_FD};
+use crate::protocol::{CommandStatus, Message, CONTROL_FD, MAX_MESSAGE_BYTES};
 use crate::sys::{self, Errno, SigSet, WaitStatus};
 
 /// Signals `warden run` relays to the sandbox.
@@ -89,13 +87,11 @@ pub enum LaunchError {
         /// Why.
         errno: Errno,
     },
-    /// Spawning the init failed.
-    #[error("cannot start the sandbox init {path}: {source}")]
-    Spawn {
-        /// The executable.
-        path: String,
-        /// Why.
-        source: std::io::Error,
+    /// `run` was called from a multi-threaded process, which must not fork.
+    #[error("internal error: the sandbox must be started while warden is single-threaded ({threads} threads)")]
+    NotSingleThreaded {
+        /// How many threads there were.
+        threads: usize,
     },
 }
 
@@ -103,79 +99,66 @@ fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> LaunchError {
     move |errno| LaunchError::Sys { what, errno }
 }
 
-/// Runs `plan` under `init_exe __sandbox-init` and waits for the end.
-pub fn run(plan: &LaunchPlan, init_exe: &Path, timeout: Option<Duration>) -> Result<Report, LaunchError> {
-    let plan_fd = sys::memfd(c"warden-plan").map_err(sys_err("memfd_create for the plan"))?;
-    {
-        let mut f = std::fs::File::from(plan_fd.try_clone().map_err(|e| LaunchError::Sys {
-            what: "dup of the plan memfd",
-            errno: Errno(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?);
-        let json = serde_json::to_vec(plan).unwrap_or_default();
-        f.write_all(&json).map_err(|e| LaunchError::Sys {
-            what: "writing the plan",
-            errno: Errno(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?;
+/// Runs `plan` in a forked init and waits for the end.
+///
+/// Must be called while the process is single-threaded (it forks); otherwise it refuses.
+pub fn run(plan: &LaunchPlan, timeout: Option<Duration>) -> Result<Report, LaunchError> {
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
+    if threads != 1 {
+        return Err(LaunchError::NotSingleThreaded { threads });
     }
-    let (ours, theirs) = sys::seqpacket_pair().map_err(sys_err("socketpair for the control channel"))?;
-    let theirs = sys::dup_above(&theirs, 10).map_err(sys_err("dup of the control socket"))?;
-    let plan_fd = sys::dup_above(&plan_fd, 10).map_err(sys_err("dup of the plan memfd"))?;
-
     let cgroup = match plan.pids_cgroup_max.map(PidsCgroup::create).transpose() {
         Ok(c) => c,
         Err(detail) => {
-            return Ok(Report {
-                outcome: Outcome::SetupFailed {
-                    layer: "process limit (--max-procs as root needs a pids cgroup)".into(),
-                    detail,
-                },
-                duration: Duration::ZERO,
-                peak_rss_kib: 0,
-            })
+            return Ok(setup_failed("process limit (--max-procs as root needs a pids cgroup)", detail));
         }
     };
     let placeholders = match Placeholders::ensure(&crate::plan::protected_paths(plan)) {
         Ok(p) => p,
-        Err(detail) => {
-            return Ok(Report {
-                outcome: Outcome::SetupFailed { layer: "protected path".into(), detail },
-                duration: Duration::ZERO,
-                peak_rss_kib: 0,
-            })
-        }
+        Err(detail) => return Ok(setup_failed("protected path", detail)),
     };
     let relayed = SigSet::of(RELAYED);
     relayed.block().map_err(sys_err("blocking signals"))?;
     let procs = cgroup.as_ref().map(|c| c.procs_file());
-    let result = spawn_and_wait(plan_fd, theirs, ours, init_exe, timeout, &relayed, procs.as_deref());
+    let result = fork_and_wait(plan, timeout, &relayed, procs.as_deref());
+    let _ = SigSet::unblock_all();
     drop(cgroup);
     drop(placeholders);
-    let _ = SigSet::unblock_all();
     result
 }
 
-fn spawn_and_wait(
-    plan_fd: OwnedFd,
-    theirs: OwnedFd,
-    ours: OwnedFd,
-    init_exe: &Path,
+fn setup_failed(layer: &str, detail: String) -> Report {
+    Report { outcome: Outcome::SetupFailed { layer: layer.into(), detail }, duration: Duration::ZERO, peak_rss_kib: 0 }
+}
+
+fn fork_and_wait(
+    plan: &LaunchPlan,
     timeout: Option<Duration>,
     relayed: &SigSet,
     cgroup_procs: Option<&Path>,
 ) -> Result<Report, LaunchError> {
+    let (ours, theirs) = sys::seqpacket_pair().map_err(sys_err("socketpair for the control channel"))?;
     let sigfd = relayed.signalfd().map_err(sys_err("signalfd"))?;
-    let mut cmd = std::process::Command::new(init_exe);
-    cmd.arg("__sandbox-init").env_clear();
-    sys::prepare_init_command(
-        &mut cmd,
-        vec![(theirs.as_raw_fd(), CONTROL_FD), (plan_fd.as_raw_fd(), PLAN_FD)],
-        cgroup_procs,
-    );
+    let parent = sys::getpid();
     let start = Instant::now();
-    let child = cmd.spawn().map_err(|source| LaunchError::Spawn { path: init_exe.display().to_string(), source })?;
+    let outer = sys::fork_single_threaded().map_err(sys_err("fork of the sandbox init"))?;
+    if outer == 0 {
+        // The child: a copy of this single-threaded process.
+        let _ = SigSet::unblock_all();
+        if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0).is_err() || sys::getppid() != parent {
+            sys::exit_now(125);
+        }
+        if let Some(procs) = cgroup_procs {
+            if std::fs::write(procs, "0").is_err() {
+                sys::exit_now(125);
+            }
+        }
+        if sys::dup2(theirs.as_raw_fd(), CONTROL_FD).is_err() || sys::close_from(CONTROL_FD as u32 + 1).is_err() {
+            sys::exit_now(125);
+        }
+        crate::init::run_forked(plan);
+    }
     drop(theirs);
-    drop(plan_fd);
-    let outer = child.id() as libc::pid_t;
     let pidfd = sys::pidfd_open(outer).map_err(sys_err("pidfd_open"))?;
 
     let deadline = timeout.map(|t| start + t);

@@ -283,6 +283,7 @@ mod tests {
     #[test]
     fn deeper_binds_follow_shallower_ones_and_masks_come_last() {
         let mut p = test_policy();
+        p.workdir = "/home/u/w".into();
         p.writable_roots = vec!["/home/u/w/sub".into(), "/home/u/w".into()];
         p.read_only = vec!["/home/u".into(), "/home/u/w".into()];
         p.deny_read = vec!["/home/u/w/.ssh".into(), "/home/u/.ssh".into()];
@@ -300,6 +301,19 @@ mod tests {
         let first_protect = steps.iter().position(|s| matches!(s, MountStep::Protect { .. })).expect("protect");
         assert!(last_bind < first_protect && first_protect < first_mask);
         assert_eq!(steps[0], MountStep::ReadOnlyRoot);
+    }
+
+    #[test]
+    fn a_read_only_workdir_is_still_bound() {
+        let mut p = test_policy();
+        p.workdir = "/tmp/project".into();
+        p.writable_roots = vec![];
+        let steps = mount_steps(&p);
+        let tmp = steps.iter().position(|s| matches!(s, MountStep::Tmpfs { path, .. } if path == Path::new("/tmp")));
+        let bind = steps.iter().position(
+            |s| matches!(s, MountStep::Bind { path, writable: false } if path == Path::new("/tmp/project")),
+        );
+        assert!(tmp.expect("private /tmp") < bind.expect("workdir bound read-only after /tmp"));
     }
 
     #[test]

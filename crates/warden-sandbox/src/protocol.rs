@@ -1,18 +1,13 @@
 //! Messages from `warden __sandbox-init` to the `warden run` parent.
 //!
 //! Transport: an `AF_UNIX` `SOCK_SEQPACKET` socket at descriptor [`CONTROL_FD`] of the init; one
-//! JSON message per packet, so writes from the init's processes never interleave. The plan
-//! travels the other way as JSON in a memfd at [`PLAN_FD`]. Both descriptors are close-on-exec
-//! in the init, so the sandboxed command never holds them.
+//! JSON message per packet, so writes from the init's processes never interleave. The
+//! descriptor is close-on-exec in the init, so the sandboxed command never holds it.
 
 use serde::{Deserialize, Serialize};
 
 /// Descriptor of the control socket in the init process.
 pub const CONTROL_FD: i32 = 3;
-/// Descriptor of the plan memfd in the init process.
-pub const PLAN_FD: i32 = 4;
-/// Largest accepted plan, in bytes.
-pub const MAX_PLAN_BYTES: usize = 16 << 20;
 /// Largest message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
 

@@ -733,12 +733,6 @@ pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
     Ok((owned(fds[0] as libc::c_long), owned(fds[1] as libc::c_long)))
 }
 
-/// A `memfd_create(2)` descriptor (close-on-exec).
-pub fn memfd(name: &CStr) -> SysResult<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated and outlives the call.
-    check_int(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }).map(|fd| owned(fd as libc::c_long))
-}
-
 /// Writes all of `buf` to `fd` with raw `write(2)` (async-signal-safe).
 pub fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
     while !buf.is_empty() {
@@ -796,49 +790,6 @@ pub fn isatty(fd: RawFd) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
-/// Configures a `Command` so that, in the forked child before exec: `keep` is duplicated onto
-/// the listed target descriptors, the signal mask is emptied, and the child gets `SIGKILL` when
-/// the spawning thread dies.
-///
-/// With `join_cgroup`, the child also writes "0" to that `cgroup.procs` file first, so that the
-/// init and everything it starts are in the cgroup from their first instruction.
-pub fn prepare_init_command(cmd: &mut std::process::Command, keep: Vec<(RawFd, RawFd)>, join_cgroup: Option<&Path>) {
-    use std::os::unix::process::CommandExt;
-    let parent = getpid();
-    let cgroup = join_cgroup.and_then(|p| cstring(p).ok());
-    // SAFETY: the closure runs between fork and exec in the child and calls only
-    // async-signal-safe functions (open, write, close, dup2, pthread_sigmask, prctl, getppid, kill);
-    // it allocates nothing (the cgroup path was converted before fork).
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(procs) = &cgroup {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::close(fd);
-            }
-            for &(from, to) in &keep {
-                // Sources are above every target (see `dup_above`), so no dup2 clobbers a later
-                // source; dup2 clears close-on-exec on the new descriptor.
-                if libc::dup2(from, to) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Takes ownership of an inherited descriptor if it is open (and marks it close-on-exec).
 pub fn take_fd(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor.
@@ -849,12 +800,6 @@ pub fn take_fd(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: the descriptor is open and was handed to this process (by `warden run`) for
     // exactly this purpose; nothing else in the process refers to it.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Duplicates `fd` to the lowest free descriptor >= `min`, close-on-exec.
-pub fn dup_above(fd: &OwnedFd, min: RawFd) -> SysResult<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument and returns a new descriptor.
-    check_int(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) }).map(|fd| owned(fd as libc::c_long))
 }
 
 /// Peak resident set size of waited-for descendants, in KiB (`getrusage(RUSAGE_CHILDREN)`).

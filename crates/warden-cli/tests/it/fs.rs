@@ -13,7 +13,7 @@ fn unique(tag: &str) -> String {
 
 #[test]
 fn write_to_etc_is_denied_offline() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let name = unique("etc-offline");
     let out = s.sh("offline", &format!("echo pwned > /etc/{name} && echo {ESCAPED}; exit 0"));
     out.success().stdout_lacks(ESCAPED);
@@ -23,7 +23,7 @@ fn write_to_etc_is_denied_offline() {
 
 #[test]
 fn write_to_etc_is_denied_workspace_write() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let name = unique("etc-ww");
     let out = s.sh("workspace-write", &format!("echo pwned > /etc/{name} && echo {ESCAPED}; exit 0"));
     out.success().stdout_lacks(ESCAPED);
@@ -33,7 +33,7 @@ fn write_to_etc_is_denied_workspace_write() {
 
 #[test]
 fn overwrite_of_existing_etc_file_is_denied() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let before = read(Path::new("/etc/hostname"));
     let out = s.sh("workspace-write", &format!("echo pwned >> /etc/hostname && echo {ESCAPED}; exit 0"));
     out.success().stdout_lacks(ESCAPED);
@@ -43,7 +43,7 @@ fn overwrite_of_existing_etc_file_is_denied() {
 
 #[test]
 fn write_to_usr_is_denied_workspace_write() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let name = unique("usr");
     let out = s.sh(
         "workspace-write",
@@ -57,7 +57,7 @@ fn write_to_usr_is_denied_workspace_write() {
 
 #[test]
 fn write_to_usr_is_denied_offline() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let name = unique("usr-offline");
     let out = s.sh("offline", &format!("touch /usr/bin/{name} && echo {ESCAPED}; exit 0"));
     out.success().stdout_lacks(ESCAPED);
@@ -84,7 +84,7 @@ fn write_next_to_the_workdir_is_denied_workspace_write() {
 
 #[test]
 fn workdir_write_persists_in_workspace_write() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     s.sh("workspace-write", "echo kept > result.txt && mkdir -p sub && echo deep > sub/f").success();
     assert_eq!(read(&s.ws.join("result.txt")), "kept\n");
     assert_eq!(read(&s.ws.join("sub/f")), "deep\n");
@@ -92,7 +92,7 @@ fn workdir_write_persists_in_workspace_write() {
 
 #[test]
 fn workdir_write_is_denied_and_discarded_offline() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let existing = s.file("ws/existing.txt", "original\n");
     let out = s.sh(
         "offline",
@@ -142,10 +142,7 @@ fn symlink_created_inside_cannot_reach_outside() {
     let target = s.file("outside.txt", "host data\n");
     let out = s.sh(
         "workspace-write",
-        &format!(
-            "ln -s {} mylink && echo pwned > mylink && echo {ESCAPED}; exit 0",
-            target.display()
-        ),
+        &format!("ln -s {} mylink && echo pwned > mylink && echo {ESCAPED}; exit 0", target.display()),
     );
     out.success().stdout_lacks(ESCAPED);
     assert_denied(&out, WRITE_DENIED);
@@ -156,10 +153,8 @@ fn symlink_created_inside_cannot_reach_outside() {
 fn hard_link_of_outside_file_into_workspace_fails() {
     let s = Scratch::visible();
     let target = s.file("outside.txt", "host data\n");
-    let out = s.sh(
-        "workspace-write",
-        &format!("ln {} hl && echo {ESCAPED}; echo pwned >> hl; exit 0", target.display()),
-    );
+    let out =
+        s.sh("workspace-write", &format!("ln {} hl && echo pwned >> hl && echo {ESCAPED}; exit 0", target.display()));
     out.success().stdout_lacks(ESCAPED);
     assert_denied(&out, &["Invalid cross-device link", "Operation not permitted", "Permission denied"]);
     assert_eq!(read(&target), "host data\n", "the outside file changed");
@@ -168,9 +163,9 @@ fn hard_link_of_outside_file_into_workspace_fails() {
 
 #[test]
 fn hard_link_of_etc_file_into_workspace_fails() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let before = read(Path::new("/etc/hostname"));
-    let out = s.sh("workspace-write", &format!("ln /etc/hostname hl && echo {ESCAPED}; echo x >> hl; exit 0"));
+    let out = s.sh("workspace-write", &format!("ln /etc/hostname hl && echo x >> hl && echo {ESCAPED}; exit 0"));
     out.success().stdout_lacks(ESCAPED);
     assert_denied(&out, &["Invalid cross-device link", "Operation not permitted", "Permission denied"]);
     assert_eq!(read(Path::new("/etc/hostname")), before);
@@ -179,7 +174,7 @@ fn hard_link_of_etc_file_into_workspace_fails() {
 // --- protected directories inside the workdir --------------------------------------------------
 
 fn git_scratch() -> (Scratch, std::path::PathBuf) {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let config = s.file("ws/.git/config", "[core]\n\trepositoryformatversion = 0\n");
     std::fs::create_dir_all(s.ws.join(".git/hooks")).expect("mkdir hooks");
     (s, config)
@@ -243,7 +238,7 @@ fn git_dir_cannot_be_replaced_by_a_new_one() {
 
 #[test]
 fn codex_dir_is_read_only() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let cfg = s.file("ws/.codex/config.toml", "sandbox_mode = \"read-only\"\n");
     let out = s.sh(
         "workspace-write",
@@ -259,7 +254,7 @@ fn codex_dir_is_read_only() {
 
 #[test]
 fn agents_dir_is_read_only() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let f = s.file("ws/.agents/AGENTS.md", "be careful\n");
     let out = s.sh(
         "workspace-write",
@@ -275,8 +270,26 @@ fn agents_dir_is_read_only() {
 }
 
 #[test]
+fn missing_protected_dirs_cannot_be_created() {
+    let s = Scratch::temp();
+    let out = s.sh(
+        "workspace-write",
+        &format!(
+            "mkdir -p .git/hooks && echo {ESCAPED}; git init -q . && echo {ESCAPED}; \
+             mkdir -p .codex && echo x > .codex/config.toml && echo {ESCAPED}; \
+             mkdir -p .agents && touch .agents/AGENTS.md && echo {ESCAPED}; exit 0"
+        ),
+    );
+    out.success().stdout_lacks(ESCAPED);
+    assert_denied(&out, WRITE_DENIED);
+    for leftover in [".git/hooks", ".git/HEAD", ".git/config", ".codex/config.toml", ".agents/AGENTS.md"] {
+        assert!(!s.ws.join(leftover).exists(), "{leftover} appeared on the host");
+    }
+}
+
+#[test]
 fn symlinked_git_dir_fails_closed() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let real = s.root.join("realgit");
     std::fs::create_dir(&real).expect("mkdir");
     std::os::unix::fs::symlink(&real, s.ws.join(".git")).expect("symlink");
@@ -310,7 +323,12 @@ fn run_with_home(s: &Scratch, home: &Path, extra: &[&str], script: &str) -> ward
 #[test]
 fn masked_ssh_key_cannot_be_read_directly() {
     let (s, home) = secret_home();
-    let out = run_with_home(&s, &home, &[], &format!("cat {}/.ssh/id_rsa; ls {}/.ssh; exit 0", home.display(), home.display()));
+    let out = run_with_home(
+        &s,
+        &home,
+        &[],
+        &format!("cat {}/.ssh/id_rsa; ls {}/.ssh; exit 0", home.display(), home.display()),
+    );
     out.success().stdout_lacks("FAKE KEY");
     assert_denied(&out, &["Permission denied"]);
     // Control: the key is really there on the host.
@@ -351,19 +369,15 @@ fn masked_secret_cannot_be_read_through_proc_self_root() {
 #[test]
 fn mask_cannot_be_unmounted() {
     let (s, home) = secret_home();
-    let out = run_with_home(
-        &s,
-        &home,
-        &[],
-        &format!("umount -l {0}/.ssh; cat {0}/.ssh/id_rsa; exit 0", home.display()),
-    );
+    let out =
+        run_with_home(&s, &home, &[], &format!("umount -l {0}/.ssh; cat {0}/.ssh/id_rsa; exit 0", home.display()));
     out.success().stdout_lacks("FAKE KEY");
     assert_denied(&out, &["Permission denied", "Operation not permitted", "must be superuser"]);
 }
 
 #[test]
 fn deny_read_masks_a_workspace_file() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     s.file("ws/.env", "DATABASE_URL=postgres://secret\n");
     let denied = s.ws.join(".env");
     let out = s.sh_with(
@@ -394,7 +408,7 @@ fn deny_read_masks_a_directory_outside() {
 
 #[test]
 fn proc_sys_and_sys_are_read_only() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let before = read(Path::new("/proc/sys/kernel/core_pattern"));
     let out = s.sh(
         "workspace-write",
@@ -411,7 +425,7 @@ fn proc_sys_and_sys_are_read_only() {
 
 #[test]
 fn device_nodes_cannot_be_created() {
-    let s = Scratch::new();
+    let s = Scratch::temp();
     let out = s.sh(
         "workspace-write",
         &format!("mknod disk b 8 0 && echo {ESCAPED}; mknod mem c 1 1 && echo {ESCAPED}; exit 0"),

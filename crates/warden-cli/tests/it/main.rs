@@ -6,6 +6,26 @@
 //! sense for one of them return early with a note. Every loop is bounded in count and time;
 //! servers bind `127.0.0.1:0`; nothing leaves loopback.
 
+/// Returns early (skipping the test, with a note) unless running as root.
+macro_rules! root_only {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("note: skipped, needs root (the suite also runs as root)");
+            return;
+        }
+    };
+}
+
+/// Returns early (skipping the test, with a note) when running as root.
+macro_rules! non_root_only {
+    () => {
+        if $crate::is_root() {
+            eprintln!("note: skipped, needs an unprivileged user (the suite also runs as nobody)");
+            return;
+        }
+    };
+}
+
 mod cli;
 mod env;
 mod fs;
@@ -46,28 +66,6 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Returns early (skipping the test, with a note) unless running as root.
-#[macro_export]
-macro_rules! root_only {
-    () => {
-        if !$crate::is_root() {
-            eprintln!("note: skipped, needs root (the suite also runs as root)");
-            return;
-        }
-    };
-}
-
-/// Returns early (skipping the test, with a note) when running as root.
-#[macro_export]
-macro_rules! non_root_only {
-    () => {
-        if $crate::is_root() {
-            eprintln!("note: skipped, needs an unprivileged user (the suite also runs as nobody)");
-            return;
-        }
-    };
-}
-
 /// A scratch area: `root/` is a world-readable temp dir, `ws/` inside it is the workdir, and
 /// files next to `ws/` are "outside the workspace".
 pub struct Scratch {
@@ -80,7 +78,7 @@ pub struct Scratch {
 
 impl Scratch {
     /// Under `$WARDEN_TEST_TMP` or the system temp dir (usually `/tmp`, which is private inside).
-    pub fn new() -> Scratch {
+    pub fn temp() -> Scratch {
         Scratch::from_dir(warden_testkit::world_tempdir())
     }
 

@@ -1,0 +1,145 @@
+//! The CLI around `run`: refusals with clear messages (exit 125), `explain`, `doctor`, config
+//! files.
+
+use crate::{read, Scratch};
+
+#[test]
+fn explain_prints_the_profile_and_masks() {
+    let s = Scratch::visible();
+    s.file("home/.ssh/id_rsa", "k\n");
+    let home = s.root.join("home");
+    let out = crate::warden()
+        .env("HOME", &home)
+        .current_dir(&s.ws)
+        .args(["explain", "-p", "workspace-write", "-C"])
+        .args([&s.ws])
+        .run();
+    out.success().stdout_has("workspace-write").stdout_has(&format!("{}/.ssh", home.display())).stdout_has("masked");
+    out.stdout_has(".git").stdout_has("seccomp");
+}
+
+#[test]
+fn explain_json_is_valid_and_has_policy() {
+    let s = Scratch::temp();
+    let out = crate::warden().current_dir(&s.ws).args(["explain", "--json", "-C"]).args([&s.ws]).run();
+    out.success();
+    let v: serde_json::Value = match serde_json::from_str(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => out.fail(&format!("invalid JSON: {e}")),
+    };
+    assert!(v.get("policy").is_some_and(|p| p.is_object()), "no policy object: {v}");
+}
+
+#[test]
+#[ignore = "BUG: `warden explain` limits line prints `timeout nones` / `cpu nones` (unit `s` appended to `none`)"]
+fn explain_limits_line_reads_none() {
+    let s = Scratch::temp();
+    let out = crate::warden().current_dir(&s.ws).args(["explain", "-C"]).args([&s.ws]).run();
+    out.success().stdout_has("timeout none").stdout_lacks("nones");
+}
+
+#[test]
+#[ignore = "BUG: doctor's offline probe (workdir /) fails: `mount: open / on the host: No such file or directory`"]
+fn doctor_succeeds_here() {
+    crate::warden().args(["doctor"]).run().success().stdout_has("landlock").stdout_has("seccomp");
+}
+
+#[test]
+#[ignore = "BUG: `warden run -C / -- true` (offline, workdir /) exits 125: `mount: open / on the host: No such file or directory`"]
+fn offline_runs_with_root_as_workdir() {
+    let out =
+        crate::warden().current_dir(std::path::Path::new("/")).args(["run", "-C", "/", "--", "sh", "-c", "pwd"]).run();
+    out.success().stdout_has("/\n");
+}
+
+#[test]
+fn workspace_write_refuses_root_as_workdir() {
+    let out = crate::warden().args(["run", "-p", "workspace-write", "-C", "/", "--", "true"]).run();
+    out.code(125).stderr_has("refusing to use /");
+}
+
+#[test]
+fn workspace_write_refuses_home_as_workdir() {
+    let s = Scratch::temp();
+    let out = crate::warden()
+        .env("HOME", &s.ws)
+        .args(["run", "-p", "workspace-write", "-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", "echo ran"])
+        .run();
+    out.code(125).stderr_has("home directory").stderr_has(&s.ws.display().to_string()).stdout_lacks("ran");
+}
+
+#[test]
+fn writable_outside_workdir_needs_yes() {
+    let s = Scratch::visible();
+    let ext = s.root.join("ext");
+    std::fs::create_dir(&ext).expect("mkdir");
+    let script = format!("echo written > {}/f", ext.display());
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "-p", "workspace-write", "-C"])
+        .args([&s.ws])
+        .args(["--writable"])
+        .args([&ext])
+        .args(["--", "sh", "-c", &script])
+        .run();
+    out.code(125).stderr_has("--yes").stderr_has(&ext.display().to_string());
+    assert!(!ext.join("f").exists(), "the command ran without confirmation");
+
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "-p", "workspace-write", "--yes", "-C"])
+        .args([&s.ws])
+        .args(["--writable"])
+        .args([&ext])
+        .args(["--", "sh", "-c", &script])
+        .run();
+    out.success();
+    assert_eq!(read(&ext.join("f")), "written\n");
+}
+
+#[test]
+fn workspace_net_is_not_available_yet() {
+    let s = Scratch::temp();
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "-p", "workspace-net", "-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", "echo ran"])
+        .run();
+    out.code(125).stderr_has("not available yet").stdout_lacks("ran");
+}
+
+#[test]
+fn unknown_config_key_names_file_and_line() {
+    let s = Scratch::temp();
+    let cfg = s.file("ws/warden.toml", "profile = \"offline\"\nbogus_key = 1\n");
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--config"])
+        .args([&cfg])
+        .args(["-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", "echo ran"])
+        .run();
+    out.code(125).stderr_has(&format!("{}:2", cfg.display())).stderr_has("bogus_key").stdout_lacks("ran");
+}
+
+#[test]
+fn invalid_profile_in_config_warns_once_and_runs_offline() {
+    let s = Scratch::temp();
+    let cfg = s.file("ws/warden.toml", "profile = \"bogus\"\n");
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--config"])
+        .args([&cfg])
+        .args(["-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", "echo ran; echo x > written.txt && echo WROTE; ip -o link | grep -vc ' lo:'; exit 0"])
+        .run();
+    out.success().stdout_has("ran").stdout_lacks("WROTE").stdout_has("0\n");
+    assert_eq!(out.stderr.matches("bogus").count(), 1, "expected one warning{}", out.stderr);
+    out.stderr_has("offline");
+    assert!(!s.ws.join("written.txt").exists());
+}

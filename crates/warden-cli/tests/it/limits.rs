@@ -1,0 +1,272 @@
+//! rlimits, the timeout, process-tree cleanup, signal forwarding and exit statuses.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{marker_pids, sleep_marker, wait_until, Scratch, PY};
+
+#[test]
+fn fork_bomb_is_contained_by_max_procs() {
+    let s = Scratch::temp();
+    let code = r#"import os, time, errno
+ok = fail = 0
+pids = []
+for i in range(500):
+    try:
+        p = os.fork()
+    except OSError as e:
+        if e.errno != errno.EAGAIN: raise
+        fail += 1
+        continue
+    if p == 0:
+        time.sleep(2)
+        os._exit(0)
+    ok += 1
+    pids.append(p)
+print('forked', ok, 'failed', fail)
+for p in pids: os.waitpid(p, 0)
+"#;
+    let start = Instant::now();
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--max-procs", "50", "-C"])
+        .args([&s.ws])
+        .args(["--", PY, "-c", code])
+        .limit(Duration::from_secs(60))
+        .run();
+    out.success();
+    let nums: Vec<u32> = out.stdout.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [forked, failed] = nums[..] else { out.fail("no fork counts") };
+    assert!(failed > 0, "no fork failed with EAGAIN under --max-procs 50");
+    assert!(forked < 50, "forked {forked} processes under --max-procs 50");
+    assert!(start.elapsed() < Duration::from_secs(30), "the fork bomb took {:?}", start.elapsed());
+}
+
+#[test]
+fn timeout_kills_the_whole_tree() {
+    let s = Scratch::temp();
+    let marker = sleep_marker(1);
+    let start = Instant::now();
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--timeout", "2", "-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", &format!("sleep {marker} & sleep {marker}")])
+        .limit(Duration::from_secs(30))
+        .run();
+    out.code(124).stderr_has("timed out");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(5), || marker_pids(&marker).is_empty()),
+        "processes survived the timeout: {:?}",
+        marker_pids(&marker)
+    );
+}
+
+#[test]
+fn timeout_kills_daemonized_grandchildren() {
+    let s = Scratch::temp();
+    let marker = sleep_marker(2);
+    // setsid + double fork: the grandchild leaves the process group and is reparented.
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--timeout", "2", "-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", &format!("setsid sh -c 'sleep {marker} &' ; sleep {marker}")])
+        .limit(Duration::from_secs(30))
+        .run();
+    out.code(124);
+    assert!(
+        wait_until(Duration::from_secs(5), || marker_pids(&marker).is_empty()),
+        "processes survived the timeout: {:?}",
+        marker_pids(&marker)
+    );
+}
+
+#[test]
+fn background_processes_die_when_the_command_exits() {
+    let s = Scratch::temp();
+    let marker = sleep_marker(3);
+    let out = s.sh("offline", &format!("nohup sleep {marker} >/dev/null 2>&1 & echo started"));
+    out.success().stdout_has("started");
+    assert!(
+        wait_until(Duration::from_secs(5), || marker_pids(&marker).is_empty()),
+        "a background process outlived the sandbox: {:?}",
+        marker_pids(&marker)
+    );
+}
+
+#[test]
+fn sigkill_of_warden_kills_the_tree() {
+    let s = Scratch::temp();
+    let marker = sleep_marker(4);
+    let mut cmd = Command::new(crate::warden_path());
+    cmd.args(["run", "-C"])
+        .arg(&s.ws)
+        .args(["--", "sh", "-c", &format!("sleep {marker} & sleep {marker}")])
+        .current_dir(&s.ws)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn warden");
+    // Both sleeps (and warden, whose argv has the marker) are running.
+    let up = wait_until(Duration::from_secs(20), || marker_pids(&marker).len() >= 3);
+    child.kill().expect("SIGKILL warden");
+    let _ = child.wait();
+    assert!(up, "the command did not start: {:?}", marker_pids(&marker));
+    assert!(
+        wait_until(Duration::from_secs(5), || marker_pids(&marker).is_empty()),
+        "processes survived SIGKILL of warden: {:?}",
+        marker_pids(&marker)
+    );
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_command() {
+    let s = Scratch::temp();
+    let ready = s.ws.join("ready");
+    let script = "trap 'echo got-term; exit 7' TERM; touch ready; i=0; \
+                  while [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; echo not-signalled";
+    let mut child = Command::new(crate::warden_path())
+        .args(["run", "-p", "workspace-write", "-C"])
+        .arg(&s.ws)
+        .args(["--", "sh", "-c", script])
+        .current_dir(&s.ws)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn warden");
+    let started = wait_until(Duration::from_secs(20), || ready.exists());
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        use std::io::Read;
+        let _ = o.read_to_string(&mut stdout);
+    }
+    assert!(started, "the command never became ready");
+    let status = status.expect("warden did not exit within 30 s of SIGTERM");
+    assert_eq!(status.code(), Some(7), "stdout: {stdout}");
+    assert!(stdout.contains("got-term") && !stdout.contains("not-signalled"), "stdout: {stdout}");
+}
+
+#[test]
+fn max_file_size_is_enforced() {
+    let s = Scratch::temp();
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--max-file-size", "1M", "-C"])
+        .args([&s.ws])
+        .args([
+            "--",
+            PY,
+            "-c",
+            "import errno\n\
+             try:\n\
+             \x20   open('/tmp/big', 'wb').write(b'x' * (4 << 20)); print('WROTE')\n\
+             except OSError as e:\n\
+             \x20   print('errno', errno.errorcode[e.errno])\n",
+        ])
+        .run();
+    out.success().stdout_has("errno EFBIG").stdout_lacks("WROTE");
+}
+
+#[test]
+fn memory_limit_is_enforced() {
+    let s = Scratch::temp();
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--memory", "512M", "-C"])
+        .args([&s.ws])
+        .args([
+            "--",
+            PY,
+            "-c",
+            "try:\n    b = bytearray(2 << 30); print('ALLOCATED')\nexcept MemoryError:\n    print('memory-error')\n",
+        ])
+        .run();
+    out.success().stdout_has("memory-error").stdout_lacks("ALLOCATED");
+}
+
+#[test]
+fn cpu_limit_is_enforced() {
+    let s = Scratch::temp();
+    let start = Instant::now();
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--cpu-seconds", "1", "-C"])
+        .args([&s.ws])
+        .args([
+            "--",
+            PY,
+            "-c",
+            "import time\nend = time.time() + 30\nwhile time.time() < end: pass\nprint('FINISHED')\n",
+        ])
+        .limit(Duration::from_secs(60))
+        .run();
+    out.stdout_lacks("FINISHED");
+    // SIGXCPU (24) or SIGKILL (9) at the hard limit.
+    assert!(matches!(out.code, Some(152) | Some(137)), "exit {:?}", out.code);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
+
+// --- exit statuses -----------------------------------------------------------------------------
+
+#[test]
+fn exit_status_is_the_commands() {
+    Scratch::temp().sh("offline", "exit 3").code(3);
+}
+
+#[test]
+fn death_by_signal_is_128_plus_n() {
+    Scratch::temp().sh("offline", "kill -TERM $$").code(143);
+}
+
+#[test]
+fn command_not_found_is_127() {
+    let s = Scratch::temp();
+    // A PATH whose every directory is searchable (the test user's PATH may hold /root/... that
+    // nobody cannot search, which execvp reports as EACCES, i.e. 126).
+    let out = crate::warden()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .current_dir(&s.ws)
+        .args(["run", "-C"])
+        .args([&s.ws])
+        .args(["--", "warden-no-such-command-xyz"])
+        .run();
+    out.code(127).stderr_has("not found");
+}
+
+#[test]
+fn command_not_executable_is_126() {
+    let s = Scratch::temp();
+    s.file("ws/script.sh", "#!/bin/sh\necho ran\n");
+    warden_testkit::set_mode(&s.ws.join("script.sh"), 0o644);
+    let out = crate::warden().current_dir(&s.ws).args(["run", "-C"]).args([&s.ws]).args(["--", "./script.sh"]).run();
+    out.code(126).stdout_lacks("ran");
+}
+
+#[test]
+fn unknown_flag_is_usage_error_2() {
+    crate::warden().args(["run", "--no-such-flag", "--", "true"]).run().code(2).stderr_has("--no-such-flag");
+}
+
+#[test]
+fn invalid_profile_is_usage_error_2() {
+    crate::warden().args(["run", "-p", "bogus", "--", "true"]).run().code(2).stderr_has("bogus");
+}
