@@ -69,6 +69,10 @@ warden_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "w
 [ -x "$warden_bin" ] || { echo "cannot find the warden binary in cargo's output" >&2; exit 1; }
 cp "$warden_bin" "$stage/warden"
 mkdir -m 1777 "$stage/tmp"
+# Host-visible scratch space (outside /tmp and /var/tmp, which are private inside the sandbox).
+hostdir=$(mktemp -d /var/lib/warden-test.XXXXXX)
+chmod 1777 "$hostdir"
+trap 'rm -rf "$stage" "$hostdir"' EXIT
 failed=0
 total_pass=0
 while read -r bin; do
@@ -80,7 +84,7 @@ while read -r bin; do
   # Run from a directory nobody can read; HOME and TMPDIR are nobody's own.
   if out=$(cd "$stage" && setpriv --reuid=65534 --regid=65534 --clear-groups \
       env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$stage/tmp" TMPDIR="$stage/tmp" \
-      WARDEN_BIN="$stage/warden" WARDEN_TEST_TMP="$stage/tmp" CI="${CI:-}" \
+      WARDEN_BIN="$stage/warden" WARDEN_TEST_TMP="$stage/tmp" WARDEN_TEST_HOST_DIR="$hostdir" CI="${CI:-}" \
       "./$name" 2>&1); then
     echo "$out" | grep -E '^test result' || true
   else

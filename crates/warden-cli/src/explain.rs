@@ -130,15 +130,15 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         plan.env.len()
     ));
     let l = &p.limits;
-    let fmt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
+    let fmt = |v: Option<String>| v.unwrap_or_else(|| "none".into());
     w(format!(
-        "{:<14} timeout {}s, memory {}, cpu {}s, processes {}, file size {}",
+        "{:<14} timeout {}, memory {}, cpu {}, processes {}, file size {}",
         "limits",
-        fmt(l.timeout_secs),
-        fmt(l.memory_bytes),
-        fmt(l.cpu_seconds),
-        fmt(l.max_procs),
-        fmt(l.max_file_size)
+        fmt(l.timeout_secs.map(|s| format!("{s}s"))),
+        fmt(l.memory_bytes.map(|b| b.to_string())),
+        fmt(l.cpu_seconds.map(|s| format!("{s}s"))),
+        fmt(l.max_procs.map(|p| p.to_string())),
+        fmt(l.max_file_size.map(|b| b.to_string()))
     ));
     for d in &prepared.degraded {
         w(format!("{:<14} {} cannot be enforced here: {}", "DEGRADED", d.layer, d.why));

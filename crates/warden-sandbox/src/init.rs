@@ -130,6 +130,7 @@ fn write_id_maps(uid: u32, gid: u32) -> Result<(), SetupError> {
 
 /// PID 1 of the sandbox (or, without namespaces, a subreaper).
 fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
+    sys::set_name(c"warden-init");
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0);
     if sys::getppid() == 1 && plan.namespaces {
         // The outer died between fork and prctl: nothing to report to.
@@ -414,12 +415,15 @@ impl Tree {
         if self.sources.contains_key(path) {
             return;
         }
-        let clone = sys::openat2_path(&self.root, &rel(path), Resolve::NoSymlinks)
-            .and_then(|fd| sys::clone_tree(&fd, recursive).map(|c| (fd, c)))
-            .map(|(fd, c)| {
-                let is_dir = sys::fstat(&fd).map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(true);
-                (c, is_dir)
-            });
+        let opened = if path == Path::new("/") {
+            sys::open_path(path, true)
+        } else {
+            sys::openat2_path(&self.root, &rel(path), Resolve::NoSymlinks)
+        };
+        let clone = opened.and_then(|fd| sys::clone_tree(&fd, recursive).map(|c| (fd, c))).map(|(fd, c)| {
+            let is_dir = sys::fstat(&fd).map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(true);
+            (c, is_dir)
+        });
         let clone = clone.map(|(c, is_dir)| {
             if !is_dir {
                 self.files.push(path.to_path_buf());

@@ -129,6 +129,7 @@ pub fn plan_for(policy: &Policy, abi: u32) -> LandlockPlan {
     ];
     if policy.tmp_writable {
         rules.push(PathRule { path: "/tmp".into(), access: access::WRITE });
+        rules.push(PathRule { path: "/var/tmp".into(), access: access::WRITE });
     }
     if let Some(t) = &policy.tmpdir {
         rules.push(PathRule { path: t.clone(), access: access::WRITE });

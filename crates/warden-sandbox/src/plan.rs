@@ -231,6 +231,8 @@ pub fn mount_steps(policy: &Policy) -> Vec<MountStep> {
     // /var/run is a symlink to /run on most systems; a real directory gets its own tmpfs.
     steps.push(MountStep::Tmpfs { path: "/var/run".into(), writable: true, mode: 0o755 });
     steps.push(MountStep::Tmpfs { path: "/tmp".into(), writable: policy.tmp_writable, mode: 0o1777 });
+    // /var/tmp too: host sockets and files parked there are not the sandbox's business.
+    steps.push(MountStep::Tmpfs { path: "/var/tmp".into(), writable: policy.tmp_writable, mode: 0o1777 });
     if let Some(t) = &policy.tmpdir {
         steps.push(MountStep::Tmpfs { path: t.clone(), writable: true, mode: 0o700 });
     }
@@ -310,9 +312,9 @@ mod tests {
         p.writable_roots = vec![];
         let steps = mount_steps(&p);
         let tmp = steps.iter().position(|s| matches!(s, MountStep::Tmpfs { path, .. } if path == Path::new("/tmp")));
-        let bind = steps.iter().position(
-            |s| matches!(s, MountStep::Bind { path, writable: false } if path == Path::new("/tmp/project")),
-        );
+        let bind = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::Bind { path, writable: false } if path == Path::new("/tmp/project")));
         assert!(tmp.expect("private /tmp") < bind.expect("workdir bound read-only after /tmp"));
     }
 

@@ -873,3 +873,9 @@ pub fn rmdir(path: &Path) -> SysResult<()> {
     // SAFETY: `c` is a NUL-terminated path that outlives the call.
     check_int(unsafe { libc::rmdir(c.as_ptr()) }).map(drop)
 }
+
+/// `prctl(PR_SET_NAME)`: the process name shown in `ps` and `/proc/PID/comm`.
+pub fn set_name(name: &CStr) {
+    // SAFETY: `name` is NUL-terminated and outlives the call; the kernel copies at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}

@@ -31,7 +31,6 @@ fn explain_json_is_valid_and_has_policy() {
 }
 
 #[test]
-#[ignore = "BUG: `warden explain` limits line prints `timeout nones` / `cpu nones` (unit `s` appended to `none`)"]
 fn explain_limits_line_reads_none() {
     let s = Scratch::temp();
     let out = crate::warden().current_dir(&s.ws).args(["explain", "-C"]).args([&s.ws]).run();
@@ -39,13 +38,11 @@ fn explain_limits_line_reads_none() {
 }
 
 #[test]
-#[ignore = "BUG: doctor's offline probe (workdir /) fails: `mount: open / on the host: No such file or directory`"]
 fn doctor_succeeds_here() {
     crate::warden().args(["doctor"]).run().success().stdout_has("landlock").stdout_has("seccomp");
 }
 
 #[test]
-#[ignore = "BUG: `warden run -C / -- true` (offline, workdir /) exits 125: `mount: open / on the host: No such file or directory`"]
 fn offline_runs_with_root_as_workdir() {
     let out =
         crate::warden().current_dir(std::path::Path::new("/")).args(["run", "-C", "/", "--", "sh", "-c", "pwd"]).run();

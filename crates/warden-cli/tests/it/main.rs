@@ -82,13 +82,17 @@ impl Scratch {
         Scratch::from_dir(warden_testkit::world_tempdir())
     }
 
-    /// Under a directory the sandbox can see (not `/tmp` or `/run`, which are private tmpfs
-    /// inside): needed when a host file outside the workdir must be a real attack target.
+    /// Under a directory the sandbox can see (not `/tmp`, `/var/tmp` or `/run`, which are
+    /// private tmpfs inside): needed when a host file outside the workdir must be a real attack
+    /// target. `$WARDEN_TEST_HOST_DIR` (scripts/test.sh makes one that nobody can write), else
+    /// cargo's `target/tmp`.
     pub fn visible() -> Scratch {
-        let base = std::env::var_os("WARDEN_TEST_TMP")
+        let private = |p: &std::path::Path| ["/tmp", "/var/tmp", "/run", "/var/run"].iter().any(|d| p.starts_with(d));
+        let base = std::env::var_os("WARDEN_TEST_HOST_DIR")
             .map(PathBuf::from)
-            .filter(|p| !p.starts_with("/tmp") && !p.starts_with("/run") && !p.starts_with("/var/run"))
-            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+            .filter(|p| !private(p))
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+        assert!(!private(&base), "the host-visible scratch dir {} is private inside the sandbox", base.display());
         let d = tempfile::Builder::new().prefix("warden-test-").tempdir_in(base).expect("tempdir");
         warden_testkit::set_mode(d.path(), 0o755);
         Scratch::from_dir(d)

@@ -232,6 +232,22 @@ fn accept_in_background(l: UnixListener) -> JoinHandle<bool> {
 }
 
 #[test]
+fn host_unix_socket_under_var_tmp_is_invisible() {
+    let d = tempfile::Builder::new().prefix("warden-test-").tempdir_in("/var/tmp").expect("tempdir");
+    warden_testkit::set_mode(d.path(), 0o755);
+    let path = d.path().join("sock");
+    let l = UnixListener::bind(&path).expect("bind unix socket");
+    warden_testkit::set_mode(&path, 0o777);
+    let t = accept_in_background(l);
+    let s = Scratch::temp();
+    let out = s.py("workspace-write", &connect_py(&format!("{:?}", path.display().to_string())));
+    // ENOENT: /var/tmp inside is a private tmpfs.
+    out.success().stdout_has("errno 2\n").stdout_lacks(ESCAPED);
+    let _ = std::os::unix::net::UnixStream::connect(&path);
+    assert!(t.join().unwrap_or(false), "control: the host socket should accept the host's own connection");
+}
+
+#[test]
 fn host_unix_socket_under_tmp_is_invisible() {
     let s = Scratch::in_tmp();
     let path = s.root.join("sock");
@@ -249,7 +265,7 @@ fn host_unix_socket_under_tmp_is_invisible() {
 }
 
 #[test]
-#[ignore = "BUG: a host unix socket outside /tmp and /run (e.g. /var/tmp/x/sock) accepts connections from an offline/workspace-write sandbox"]
+#[ignore = "KNOWN LIMITATION (README threat model): a read-only mount does not stop connect() to a pathname unix socket, and Landlock ABI 7 has no right for it; only /tmp, /var/tmp, /run are private"]
 fn host_unix_socket_outside_the_workdir_is_unreachable() {
     let s = Scratch::visible();
     let path = s.root.join("sock");
