@@ -37,9 +37,14 @@ cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+if ! command -v cargo-deny >/dev/null && [ -n "${CI:-}" ]; then
+  log "installing cargo-deny (crates.io)"
+  cargo install --locked --quiet cargo-deny
+fi
 if command -v cargo-deny >/dev/null; then
   log "cargo deny (licenses, bans, sources)"
-  cargo deny --offline check licenses bans sources 2>&1 | tail -n 3 || { echo "cargo deny failed" >&2; exit 1; }
+  cargo deny check licenses bans sources 2>&1 | tail -n 3
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "cargo deny failed" >&2; exit 1; }
 else
   log "cargo-deny not installed: skipping (cargo install cargo-deny --locked to enable)"
 fi
@@ -83,7 +88,7 @@ while read -r bin; do
   echo "--- $name"
   # Run from a directory nobody can read; HOME and TMPDIR are nobody's own.
   if out=$(cd "$stage" && setpriv --reuid=65534 --regid=65534 --clear-groups \
-      env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$stage/tmp" TMPDIR="$stage/tmp" \
+      env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$stage/tmp" TMPDIR="$stage/tmp" \
       WARDEN_BIN="$stage/warden" WARDEN_TEST_TMP="$stage/tmp" WARDEN_TEST_HOST_DIR="$hostdir" CI="${CI:-}" \
       "./$name" 2>&1); then
     echo "$out" | grep -E '^test result' || true

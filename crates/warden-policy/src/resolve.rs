@@ -844,7 +844,9 @@ mod tests {
     fn tmp_settings() {
         let f = Fixture::new();
         // The fixture itself usually lives under /tmp, so TMPDIR must be elsewhere.
-        let outside = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
+        // scripts/test.sh provides a writable dir outside /tmp for the unprivileged run.
+        let base = std::env::var_os("WARDEN_TEST_HOST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let outside = tempfile::tempdir_in(base).expect("tempdir");
         let tmpdir = fs::canonicalize(outside.path()).expect("canon");
         let t = tmpdir.display().to_string();
         let p = run(&PolicyOptions::default(), &f.host(&[("TMPDIR", &t)])).policy;
