@@ -102,6 +102,11 @@ pub fn system_homes() -> Vec<PathBuf> {
 /// otherwise its lexical form, plus its canonical form if that differs.
 pub fn mask_variants(p: &Path) -> Vec<PathBuf> {
     let lexical = normalize(p);
+    // Most candidates do not exist: one lstat answers that, where realpath costs a readlink
+    // per component (this runs for every default mask under every home on each start).
+    if fs::symlink_metadata(&lexical).is_err() {
+        return Vec::new();
+    }
     match fs::canonicalize(&lexical) {
         Ok(canonical) if canonical != lexical => vec![lexical, canonical],
         Ok(_) => vec![lexical],
@@ -113,7 +118,12 @@ pub fn mask_variants(p: &Path) -> Vec<PathBuf> {
 /// [`mask_variants`]; deduplicated and sorted.
 pub fn default_masks(homes: &[PathBuf], extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
+    let mut seen: Vec<&PathBuf> = Vec::new();
     for home in homes {
+        if seen.contains(&home) {
+            continue;
+        }
+        seen.push(home);
         for rel in DEFAULT_MASKS {
             out.extend(mask_variants(&home.join(rel)));
         }

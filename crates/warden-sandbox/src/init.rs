@@ -1,11 +1,12 @@
 //! The sandbox init: turns a [`LaunchPlan`] into a running, confined command.
 //!
-//! Process layout: the parent `warden run` forks this init (the *outer* process) while it is
-//! still single-threaded. (design.md has the init exec'd as `warden __sandbox-init`; a second
-//! exec of warden costs ~1.2 ms here, mostly glibc start-up and CPUID traps in a VM, which is a
-//! quarter of the whole start-up budget. Forking a single-threaded parent gives the same clean
-//! process; `launch::run` refuses to fork a multi-threaded one.) The outer unshares the namespaces, maps its own uid/gid,
-//! and forks the sandbox's PID 1. PID 1 builds the mount tree, pivots into it, brings up `lo`,
+//! Process layout: the parent `warden run`, still single-threaded, clones the sandbox's PID 1
+//! straight into new user, mount, pid, ipc, uts and network namespaces and writes its uid/gid
+//! maps (see `launch`). (design.md has the init exec'd as `warden __sandbox-init` which then
+//! unshares and forks; a second exec of warden costs ~1.2 ms here, mostly glibc start-up and
+//! CPUID traps in a VM, and the extra process another ~0.3 ms: together a third of the start-up
+//! budget. A clone of a single-threaded parent gives the same clean process; `launch::run`
+//! refuses to clone from a multi-threaded one.) PID 1 builds the mount tree, pivots into it, brings up `lo`,
 //! and forks the command child; it then reaps zombies and forwards signals until the command
 //! ends, kills whatever is left and reports. The command child sets rlimits, `no_new_privs`,
 //! Landlock, drops every capability, installs seccomp last, and execs.
@@ -64,78 +65,25 @@ impl Control {
     }
 }
 
-/// Entry point of the init, in a child just forked from the single-threaded `warden run`
-/// parent, with the control socket at [`CONTROL_FD`] and every other descriptor above 2 closed.
-/// Never returns.
-pub fn run_forked(plan: &LaunchPlan) -> ! {
+/// Entry point of the sandbox's PID 1, in a child just cloned (into the new namespaces, with
+/// its id maps written) from the single-threaded `warden run` parent, with the control socket at
+/// [`CONTROL_FD`] and every other descriptor above 2 closed. Never returns.
+pub fn run_pid1(plan: &LaunchPlan) -> ! {
     let Some(fd) = sys::take_fd(CONTROL_FD) else { sys::exit_now(SETUP_FAILED) };
     let control = Control(fd);
-    match outer(plan, &control) {
-        Ok(code) => sys::exit_now(code),
+    let code = match pid1(plan, &control) {
+        Ok(code) => code,
         Err(e) => {
             control.report(&e);
-            sys::exit_now(SETUP_FAILED)
+            SETUP_FAILED
         }
-    }
-}
-
-/// The outer process: namespaces, id maps, then fork PID 1 and wait for it.
-fn outer(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
-    if plan.namespaces {
-        sys::unshare(libc::CLONE_NEWUSER).map_err(|e| {
-            fail("user namespace", "unshare(CLONE_NEWUSER) failed (is kernel.unprivileged_userns_clone off?)", e)
-        })?;
-        write_id_maps(plan.uid, plan.gid)?;
-        sys::unshare(libc::CLONE_NEWNS).map_err(|e| fail("mount namespace", "unshare(CLONE_NEWNS)", e))?;
-        sys::unshare(libc::CLONE_NEWPID).map_err(|e| fail("pid namespace", "unshare(CLONE_NEWPID)", e))?;
-        sys::unshare(libc::CLONE_NEWIPC).map_err(|e| fail("ipc namespace", "unshare(CLONE_NEWIPC)", e))?;
-        sys::unshare(libc::CLONE_NEWUTS).map_err(|e| fail("uts namespace", "unshare(CLONE_NEWUTS)", e))?;
-        if plan.new_network {
-            sys::unshare(libc::CLONE_NEWNET).map_err(|e| fail("network namespace", "unshare(CLONE_NEWNET)", e))?;
-        }
-    }
-    // The parent signals PID 1 directly; the outer only waits. Terminal signals are for the
-    // command (same process group), not for us.
-    for &s in FORWARDED {
-        let _ = sys::set_signal_default(s, true);
-    }
-    let pid = sys::fork_single_threaded().map_err(|e| fail("init", "fork", e))?;
-    if pid == 0 {
-        let code = match pid1(plan, control) {
-            Ok(code) => code,
-            Err(e) => {
-                control.report(&e);
-                SETUP_FAILED
-            }
-        };
-        sys::exit_now(code);
-    }
-    control.send(&Message::Started { init_pid: pid });
-    match sys::waitpid(pid, false) {
-        Ok(Some((_, WaitStatus::Exited(c)))) => Ok(c),
-        Ok(Some((_, WaitStatus::Signaled(s)))) => Ok(128 + s),
-        Ok(None) | Err(_) => Ok(SETUP_FAILED),
-    }
-}
-
-fn write_id_maps(uid: u32, gid: u32) -> Result<(), SetupError> {
-    let w = |path: &str, data: String| {
-        std::fs::write(path, data)
-            .map_err(|e| SetupError { layer: "user namespace", detail: format!("cannot write {path}: {e}") })
     };
-    w("/proc/self/setgroups", "deny".into())?;
-    w("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
-    w("/proc/self/gid_map", format!("{gid} {gid} 1\n"))
+    sys::exit_now(code)
 }
 
 /// PID 1 of the sandbox (or, without namespaces, a subreaper).
 fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
     sys::set_name(c"warden-init");
-    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0);
-    if sys::getppid() == 1 && plan.namespaces {
-        // The outer died between fork and prctl: nothing to report to.
-        sys::exit_now(SETUP_FAILED);
-    }
     let signals: Vec<libc::c_int> = FORWARDED.iter().copied().chain([libc::SIGCHLD]).collect();
     let set = SigSet::of(&signals);
     for &s in FORWARDED {

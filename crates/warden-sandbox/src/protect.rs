@@ -64,15 +64,12 @@ impl Placeholders {
 impl Drop for Placeholders {
     fn drop(&mut self) {
         for (path, fd) in self.held.drain(..) {
-            if sys::flock(&fd, true, true).is_ok() && sys::fhasxattr(&fd, MARKER) && is_empty_dir(path.as_path()) {
+            // rmdir(2) itself refuses a directory that is not empty.
+            if sys::flock(&fd, true, true).is_ok() && sys::fhasxattr(&fd, MARKER) {
                 let _ = sys::rmdir(&path);
             }
         }
     }
-}
-
-fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false)
 }
 
 /// The `gitdir:` target of a `.git` pointer file (git worktrees and submodules), canonical.
@@ -117,6 +114,17 @@ mod tests {
         assert!(p.exists(), "still held by the second run");
         drop(second);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_placeholder_that_got_content_is_kept() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join(".agents");
+        {
+            let _held = Placeholders::ensure(std::slice::from_ref(&p)).expect("ensure");
+            std::fs::write(p.join("file"), "x").expect("write");
+        }
+        assert!(p.join("file").exists(), "never delete content");
     }
 
     #[test]

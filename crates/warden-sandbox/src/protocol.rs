@@ -25,11 +25,6 @@ pub enum CommandStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "kebab-case")]
 pub enum Message {
-    /// The sandbox's PID 1, as seen from the parent's pid namespace.
-    Started {
-        /// Host pid.
-        init_pid: i32,
-    },
     /// A layer could not be set up; the command did not run.
     SetupFailed {
         /// The layer (e.g. "user namespace", "mount", "landlock", "seccomp").

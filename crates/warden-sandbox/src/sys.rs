@@ -879,3 +879,25 @@ pub fn set_name(name: &CStr) {
     // SAFETY: `name` is NUL-terminated and outlives the call; the kernel copies at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
+
+/// A raw `clone(2)` without `CLONE_VM` (like fork) that puts the child in new namespaces:
+/// returns 0 in the child, the child's pid in the parent.
+///
+/// The child's libc thread descriptor keeps the parent's cached thread id (as after bwrap's
+/// raw clone); warden's child only uses raw system calls and never `pthread_kill`s itself.
+pub fn clone_into_namespaces(namespace_flags: libc::c_int) -> SysResult<libc::pid_t> {
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a private copy of
+    // the address space of this single-threaded process (callers check that), so continuing on
+    // the same stack is sound, exactly as with fork(2).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (namespace_flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    check(ret).map(|p| p as libc::pid_t)
+}
