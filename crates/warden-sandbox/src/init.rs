@@ -121,7 +121,7 @@ fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
     drop(exec_r);
 
     let status = supervise(child, &set, plan.namespaces);
-    control.send(&Message::Finished { status });
+    control.send(&Message::Finished { status, peak_rss_kib: sys::children_max_rss_kib() });
     Ok(match status {
         CommandStatus::Exited(c) => c,
         CommandStatus::Signaled(s) => 128 + s,

@@ -181,7 +181,9 @@ fn fork_and_wait(
     let mut messages: Vec<Message> = Vec::new();
     let mut timed_out = false;
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-    let outer_status;
+    let mut outer_status = None;
+    // With a pids cgroup PID 1 must be gone before the cgroup can be removed: wait for it.
+    let wait_for_exit = cgroup_procs.is_some();
     loop {
         let wait_ms = match deadline {
             Some(d) if !timed_out => d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32,
@@ -191,6 +193,13 @@ fn fork_and_wait(
             .map_err(sys_err("poll"))?;
         if ready[0] {
             drain_messages(&ours, &mut buf, &mut messages);
+            // Every process of the sandbox is dead and reaped once PID 1 says Finished; what is
+            // left is PID 1's own exit and the kernel's namespace teardown, which need not delay
+            // the caller. PID 1 is killed (it would die with us by PDEATHSIG anyway).
+            if !wait_for_exit && messages.iter().any(|m| matches!(m, Message::Finished { .. })) {
+                let _ = sys::kill(pid1, libc::SIGKILL);
+                break;
+            }
         }
         if ready[1] {
             while let Ok(Some((sig, code))) = sys::read_signalfd(&sigfd) {
@@ -202,7 +211,7 @@ fn fork_and_wait(
             }
         }
         if ready[2] {
-            outer_status = sys::waitpid(pid1, false).map_err(sys_err("waitpid"))?;
+            outer_status = sys::waitpid(pid1, false).map_err(sys_err("waitpid"))?.map(|(_, s)| s);
             drain_messages(&ours, &mut buf, &mut messages);
             break;
         }
@@ -214,8 +223,15 @@ fn fork_and_wait(
         }
     }
     let duration = start.elapsed();
-    let outcome = decide(&messages, timed_out, outer_status.map(|(_, s)| s));
-    Ok(Report { outcome, duration, peak_rss_kib: sys::children_max_rss_kib() })
+    let peak_rss_kib = messages
+        .iter()
+        .find_map(|m| match m {
+            Message::Finished { peak_rss_kib, .. } => Some(*peak_rss_kib),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let outcome = decide(&messages, timed_out, outer_status);
+    Ok(Report { outcome, duration, peak_rss_kib })
 }
 
 fn namespace_flags(plan: &LaunchPlan) -> libc::c_int {
@@ -321,7 +337,7 @@ fn decide(messages: &[Message], timed_out: bool, outer: Option<WaitStatus>) -> O
         return Outcome::TimedOut;
     }
     for m in messages {
-        if let Message::Finished { status } = m {
+        if let Message::Finished { status, .. } = m {
             return Outcome::Finished(*status);
         }
     }
@@ -354,7 +370,7 @@ mod tests {
     #[test]
     fn setup_failure_wins_over_everything() {
         let msgs = vec![
-            Message::Finished { status: CommandStatus::Exited(0) },
+            Message::Finished { status: CommandStatus::Exited(0), peak_rss_kib: 0 },
             Message::SetupFailed { layer: "landlock".into(), detail: "d".into() },
         ];
         assert!(matches!(decide(&msgs, true, None), Outcome::SetupFailed { .. }));

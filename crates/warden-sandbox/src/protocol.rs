@@ -40,9 +40,12 @@ pub enum Message {
         errno: i32,
     },
     /// The command ended.
+    /// Sent after every process of the sandbox has been killed and reaped.
     Finished {
         /// How.
         status: CommandStatus,
+        /// Peak RSS of the largest process of the sandbox, KiB.
+        peak_rss_kib: u64,
     },
 }
 
