@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::landlock::{self, LandlockPlan};
-use crate::plan::{LaunchPlan, MountStep, Rlimit};
+use crate::plan::{LaunchPlan, MountStep, Rlimit, TtyPlan};
 use crate::protocol::{CommandStatus, Message, CONTROL_FD};
 use crate::seccomp;
 use crate::sys::{self, mount_attr, Errno, Resolve, SigSet, WaitStatus};
@@ -101,12 +101,25 @@ fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
         sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).map_err(|e| fail("init", "PR_SET_CHILD_SUBREAPER", e))?;
     }
     sys::chdir(&plan.workdir).map_err(|e| fail("mount", format!("chdir {}", plan.workdir.display()), e))?;
+    // The command's terminal is a pty of the sandbox's own devpts: warden's terminal is never
+    // handed to the command (no ioctls on it, nothing to inject into), and ttyname() works.
+    let pty = match &plan.tty {
+        Some(t) => {
+            let (master, n) =
+                sys::open_pty_master(Path::new("/dev/ptmx")).map_err(|e| fail("tty", "opening /dev/ptmx", e))?;
+            let _ = sys::set_winsize(master.as_raw_fd(), t.size);
+            sys::send_with_fd(control.0.as_raw_fd(), &Message::PtyMaster.encode(), master.as_raw_fd())
+                .map_err(|e| fail("tty", "passing the pty to warden", e))?;
+            Some((PathBuf::from(format!("/dev/pts/{n}")), *t))
+        }
+        None => None,
+    };
 
     let (exec_r, exec_w) = sys::pipe().map_err(|e| fail("init", "pipe", e))?;
     let child = sys::fork_single_threaded().map_err(|e| fail("init", "fork", e))?;
     if child == 0 {
         drop(exec_r);
-        let err = match command_child(plan, &exec_w) {
+        let err = match command_child(plan, &exec_w, pty.as_ref()) {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -193,7 +206,21 @@ fn kill_descendants() {
 
 enum Never {}
 
-fn command_child(plan: &LaunchPlan, exec_w: &OwnedFd) -> Result<Never, SetupError> {
+fn attach_tty(path: &Path, which: &TtyPlan) -> Result<(), SetupError> {
+    sys::setsid().map_err(|e| fail("tty", "setsid", e))?;
+    let tty = sys::open_controlling_tty(path).map_err(|e| fail("tty", format!("open {}", path.display()), e))?;
+    for (fd, on) in [(0, which.stdin), (1, which.stdout), (2, which.stderr)] {
+        if on {
+            sys::dup2(tty.as_raw_fd(), fd).map_err(|e| fail("tty", format!("dup2 onto {fd}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn command_child(plan: &LaunchPlan, exec_w: &OwnedFd, pty: Option<&(PathBuf, TtyPlan)>) -> Result<Never, SetupError> {
+    if let Some((path, which)) = pty {
+        attach_tty(path, which)?;
+    }
     for sig in 1..32 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             let _ = sys::set_signal_default(sig, false);

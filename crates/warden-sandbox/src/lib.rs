@@ -14,5 +14,6 @@ pub mod launch;
 pub mod plan;
 pub mod protect;
 pub mod protocol;
+pub mod relay;
 pub mod seccomp;
 pub mod sys;

@@ -93,6 +93,9 @@ pub struct LaunchPlan {
     pub rlimits: Vec<Rlimit>,
     /// Hostname inside the uts namespace.
     pub hostname: String,
+    /// Give the command a pseudo-terminal of the sandbox's own (set by `launch::run` when
+    /// warden's stdin, stdout or stderr is a terminal).
+    pub tty: Option<TtyPlan>,
     /// Cap the sandbox's processes with a pids cgroup (needed for root, whom `RLIMIT_NPROC`
     /// does not bind).
     pub pids_cgroup_max: Option<u64>,
@@ -100,6 +103,19 @@ pub struct LaunchPlan {
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
+}
+
+/// Which of the command's standard descriptors go to the sandbox's own terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyPlan {
+    /// stdin is the terminal.
+    pub stdin: bool,
+    /// stdout is the terminal.
+    pub stdout: bool,
+    /// stderr is the terminal.
+    pub stderr: bool,
+    /// Initial window size.
+    pub size: crate::sys::WinSize,
 }
 
 /// Seccomp settings.
@@ -184,6 +200,7 @@ pub fn compile(
             drop_privileges: false,
             rlimits,
             hostname: String::new(),
+            tty: None,
             pids_cgroup_max: None,
             uid,
             gid,
@@ -203,6 +220,7 @@ pub fn compile(
         drop_privileges: true,
         rlimits,
         hostname: "warden".to_owned(),
+        tty: None,
         pids_cgroup_max: if uid == 0 { policy.limits.max_procs } else { None },
         uid,
         gid,

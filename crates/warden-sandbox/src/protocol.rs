@@ -25,6 +25,9 @@ pub enum CommandStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "kebab-case")]
 pub enum Message {
+    /// The master side of the sandbox's own pseudo-terminal travels with this message
+    /// (`SCM_RIGHTS`); the parent relays it to warden's terminal.
+    PtyMaster,
     /// A layer could not be set up; the command did not run.
     SetupFailed {
         /// The layer (e.g. "user namespace", "mount", "landlock", "seccomp").

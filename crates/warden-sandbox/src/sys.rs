@@ -680,22 +680,6 @@ pub fn pidfd_open(pid: libc::pid_t) -> SysResult<OwnedFd> {
     check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) }).map(owned)
 }
 
-/// `poll(2)` on the given descriptors for readability; returns the readable flags.
-pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> SysResult<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    // SAFETY: `pfds` is a valid array of `len` pollfd structures.
-    let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    if ret < 0 {
-        let e = Errno::last();
-        if e.0 == libc::EINTR {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(e);
-    }
-    Ok(pfds.iter().map(|p| p.revents != 0).collect())
-}
-
 /// `close_range(first, ~0, 0)`: closes every descriptor from `first` on.
 pub fn close_from(first: u32) -> SysResult<()> {
     // SAFETY: closes descriptors only; callers own every descriptor >= first.
@@ -900,4 +884,187 @@ pub fn clone_into_namespaces(namespace_flags: libc::c_int) -> SysResult<libc::pi
         )
     };
     check(ret).map(|p| p as libc::pid_t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminals
+// ---------------------------------------------------------------------------------------------
+
+/// A terminal window size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct WinSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// `TIOCGWINSZ`.
+pub fn get_winsize(fd: RawFd) -> Option<WinSize> {
+    // SAFETY: winsize is plain data; zeroed is valid and the ioctl overwrites it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: `ws` is a valid out-pointer for TIOCGWINSZ.
+    let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0;
+    ok.then_some(WinSize { rows: ws.ws_row, cols: ws.ws_col })
+}
+
+/// `TIOCSWINSZ`.
+pub fn set_winsize(fd: RawFd, size: WinSize) -> SysResult<()> {
+    let ws = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: `ws` is a valid winsize for TIOCSWINSZ.
+    check_int(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) }).map(drop)
+}
+
+/// Opens a new pseudo-terminal master from `ptmx`, unlocked; returns it and its number.
+pub fn open_pty_master(ptmx: &Path) -> SysResult<(OwnedFd, u32)> {
+    let c = cstring(ptmx)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let fd = check_int(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })
+        .map(|fd| owned(fd as libc::c_long))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int through the pointer, which outlives the call.
+    check_int(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes an unsigned int through the pointer.
+    check_int(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) })?;
+    Ok((fd, n))
+}
+
+/// `setsid(2)`.
+pub fn setsid() -> SysResult<()> {
+    // SAFETY: setsid takes no arguments.
+    check_int(unsafe { libc::setsid() }).map(drop)
+}
+
+/// Opens a terminal read-write (without `O_NOCTTY`) and makes it the controlling terminal.
+pub fn open_controlling_tty(path: &Path) -> SysResult<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let fd = check_int(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })
+        .map(|fd| owned(fd as libc::c_long))?;
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    check_int(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) })?;
+    Ok(fd)
+}
+
+/// Saved terminal attributes; restored by [`restore_termios`].
+pub struct SavedTermios(libc::termios);
+
+/// Puts the terminal at `fd` in raw mode (like `cfmakeraw`), returning the previous settings.
+pub fn make_raw(fd: RawFd) -> SysResult<SavedTermios> {
+    // SAFETY: termios is plain data that tcgetattr fills.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid out-pointer.
+    check_int(unsafe { libc::tcgetattr(fd, &mut t) })?;
+    let saved = SavedTermios(t);
+    // SAFETY: `t` is a valid termios obtained above.
+    unsafe { libc::cfmakeraw(&mut t) };
+    // SAFETY: `t` is a valid termios.
+    check_int(unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, &t) })?;
+    Ok(saved)
+}
+
+/// Restores attributes saved by [`make_raw`].
+pub fn restore_termios(fd: RawFd, saved: &SavedTermios) {
+    // SAFETY: the termios was obtained from tcgetattr.
+    unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, &saved.0) };
+}
+
+/// Whether this process is in the foreground process group of the terminal at `fd`.
+pub fn is_foreground(fd: RawFd) -> bool {
+    // SAFETY: tcgetpgrp and getpgrp take integers only.
+    unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() }
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: RawFd) -> SysResult<()> {
+    // SAFETY: F_GETFL/F_SETFL take integers only.
+    let flags = check_int(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check_int(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// One `write(2)`; returns how much was written (`Ok(0)` on `EAGAIN`).
+pub fn write_some(fd: RawFd, buf: &[u8]) -> SysResult<usize> {
+    loop {
+        // SAFETY: `buf` is a valid readable slice.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        match Errno::last() {
+            Errno(libc::EINTR) => continue,
+            Errno(libc::EAGAIN) => return Ok(0),
+            e => return Err(e),
+        }
+    }
+}
+
+/// Sends `data` with one descriptor attached (`SCM_RIGHTS`).
+pub fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> SysResult<()> {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points to `space` bytes, enough for one cmsg carrying one int; the
+    // CMSG_* macros stay within it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+    }
+    // SAFETY: `msg` and everything it points to outlive the call.
+    check(unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } as libc::c_long).map(drop)
+}
+
+/// Receives one message into `buf`, with at most one attached descriptor.
+pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> SysResult<(usize, Option<OwnedFd>)> {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: `msg` points to valid buffers that outlive the call; MSG_CMSG_CLOEXEC marks any
+    // received descriptor close-on-exec.
+    let n =
+        check(unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) } as libc::c_long)?;
+    let mut fd = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if !cmsg.is_null() && (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+            let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+            fd = Some(OwnedFd::from_raw_fd(raw));
+        }
+    }
+    Ok((n as usize, fd))
+}
+
+/// `poll(2)` over `fds`; `EINTR` counts as nothing ready.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> SysResult<()> {
+    // SAFETY: `fds` is a valid array of `len` pollfd structures.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ret < 0 {
+        let e = Errno::last();
+        if e.0 != libc::EINTR {
+            return Err(e);
+        }
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
+    }
+    Ok(())
 }

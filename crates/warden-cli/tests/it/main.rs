@@ -34,6 +34,7 @@ mod net;
 mod positive;
 mod proc_ipc;
 mod syscalls;
+mod tty;
 
 use std::ffi::OsStr;
 use std::io::Read;

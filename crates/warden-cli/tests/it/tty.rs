@@ -1,0 +1,63 @@
+//! The command's terminal: a pty of the sandbox's own, relayed by warden.
+//!
+//! Each test wraps warden in `script` (util-linux), which gives warden a terminal even in CI,
+//! and feeds keystrokes through a pipe into `script`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::Scratch;
+
+/// Runs `sh -c "(INPUT) | script -qec 'warden run ARGS' /dev/null"` from the workdir.
+fn in_terminal(s: &Scratch, input: &str, warden_args: &str) -> warden_testkit::Output {
+    assert!(crate::have("/usr/bin/script"), "util-linux `script` is required (scripts/test.sh installs it)");
+    let inner = format!("{} run -C {} {warden_args}", crate::warden_path().display(), s.ws.display());
+    let outer = format!("({input}) | script -qec \"{inner}\" /dev/null");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &outer]).current_dir(&s.ws);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("WARDEN_") {
+            cmd.env_remove(k);
+        }
+    }
+    crate::run_bounded(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn interactive_shell_runs_on_the_sandboxs_own_pty() {
+    let s = Scratch::temp();
+    let out = in_terminal(
+        &s,
+        "sleep 0.5; printf 'echo hi-$((40+2)); tty; ls /dev/pts; exit 7\\n'",
+        "-- bash --norc --noprofile -i",
+    );
+    // `script -e` exits with warden's status, which is the shell's.
+    out.code(7).stdout_has("hi-42").stdout_has("/dev/pts/0");
+    // Only the sandbox's own pty (and ptmx) exist in its /dev/pts: no host terminal.
+    out.stdout_lacks("/dev/pts/1");
+}
+
+#[test]
+fn ctrl_c_interrupts_the_command_through_the_pty() {
+    let s = Scratch::temp();
+    let start = std::time::Instant::now();
+    let out = in_terminal(&s, "sleep 1; printf '\\003'", "-- sh -c 'sleep 30; echo finished'");
+    out.code(130).stdout_lacks("finished");
+    assert!(start.elapsed() < Duration::from_secs(25), "Ctrl-C did not stop the command");
+}
+
+#[test]
+fn window_size_follows_warden_s_terminal() {
+    let s = Scratch::temp();
+    let inner = format!("{} run -C {} -- stty size", crate::warden_path().display(), s.ws.display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &format!("stty rows 33 cols 111; {inner}"), "/dev/null"]).current_dir(&s.ws);
+    let out = crate::run_bounded(cmd, Duration::from_secs(60));
+    out.success().stdout_has("33 111");
+}
+
+#[test]
+fn without_a_terminal_the_command_has_none() {
+    let s = Scratch::temp();
+    s.sh("offline", "tty; exit 0").success().stdout_has("not a tty");
+}

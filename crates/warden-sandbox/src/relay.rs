@@ -1,0 +1,146 @@
+//! The parent's side of the sandbox's terminal: copies bytes between warden's own terminal and
+//! the master of the pty that PID 1 opened inside the sandbox.
+//!
+//! Guarantees: warden's terminal is put in raw mode only while warden is in its foreground
+//! process group, and is restored on every way out of the relay (drop included); keystrokes such
+//! as Ctrl-C reach the sandbox's line discipline, which signals the sandbox's foreground job;
+//! window size changes follow; output is drained before warden reports the exit status.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::plan::TtyPlan;
+use crate::sys::{self, SavedTermios};
+
+/// Largest chunk copied at once.
+const CHUNK: usize = 16 << 10;
+/// Most keyboard input held while the sandbox does not read.
+const MAX_PENDING: usize = 64 << 10;
+
+/// Which side of the relay has something to do (see [`Relay::poll_fds`]).
+pub struct Relay {
+    master: OwnedFd,
+    host_in: Option<RawFd>,
+    host_out: RawFd,
+    saved: Option<SavedTermios>,
+    pending: Vec<u8>,
+    master_open: bool,
+}
+
+impl Relay {
+    /// Starts relaying for `master`, per the plan's idea of which descriptors are terminals.
+    pub fn new(master: OwnedFd, tty: &TtyPlan) -> Self {
+        let _ = sys::set_nonblocking(master.as_raw_fd());
+        let foreground = tty.stdin && sys::is_foreground(0);
+        let saved = if foreground { sys::make_raw(0).ok() } else { None };
+        let host_out = if tty.stdout { 1 } else { 2 };
+        Relay { master, host_in: foreground.then_some(0), host_out, saved, pending: Vec::new(), master_open: true }
+    }
+
+    /// The descriptors to poll now.
+    pub fn poll_fds(&self) -> Vec<libc::pollfd> {
+        let mut v = Vec::new();
+        if self.master_open {
+            let mut events = libc::POLLIN;
+            if !self.pending.is_empty() {
+                events |= libc::POLLOUT;
+            }
+            v.push(libc::pollfd { fd: self.master.as_raw_fd(), events, revents: 0 });
+        }
+        if let Some(fd) = self.host_in {
+            if self.pending.len() < MAX_PENDING {
+                v.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            }
+        }
+        v
+    }
+
+    /// Handles what `poll` reported for the descriptors of [`Relay::poll_fds`].
+    pub fn handle(&mut self, ready: &[libc::pollfd]) {
+        for p in ready {
+            if p.revents == 0 {
+                continue;
+            }
+            if p.fd == self.master.as_raw_fd() {
+                if p.revents & libc::POLLOUT != 0 {
+                    self.flush_input();
+                }
+                if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                    self.copy_output();
+                }
+            } else if Some(p.fd) == self.host_in {
+                let mut buf = [0u8; CHUNK];
+                match sys::read(p.fd, &mut buf) {
+                    Ok(0) | Err(_) => self.host_in = None,
+                    Ok(n) => {
+                        self.pending.extend_from_slice(&buf[..n]);
+                        self.flush_input();
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush_input(&mut self) {
+        while !self.pending.is_empty() {
+            match sys::write_some(self.master.as_raw_fd(), &self.pending) {
+                Ok(0) => return,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(_) => {
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Copies what the sandbox wrote; EOF/EIO (every slave closed) ends the output side.
+    fn copy_output(&mut self) {
+        let mut buf = [0u8; CHUNK];
+        loop {
+            match sys::read(self.master.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    self.master_open = false;
+                    return;
+                }
+                Ok(n) => {
+                    if sys::write_all(self.host_out, &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(sys::Errno(libc::EAGAIN)) => return,
+                Err(_) => {
+                    self.master_open = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Follows a window-size change of warden's terminal.
+    pub fn resize(&self) {
+        let host = if self.host_in.is_some() { 0 } else { self.host_out };
+        if let Some(size) = sys::get_winsize(host) {
+            let _ = sys::set_winsize(self.master.as_raw_fd(), size);
+        }
+    }
+
+    /// Copies the output still buffered in the pty and restores warden's terminal.
+    pub fn finish(&mut self) {
+        if self.master_open {
+            self.copy_output();
+        }
+        if let Some(saved) = self.saved.take() {
+            sys::restore_termios(0, &saved);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            sys::restore_termios(0, &saved);
+        }
+    }
+}
