@@ -20,11 +20,11 @@ pub fn explain(args: ExplainArgs) -> i32 {
     if args.json {
         let degraded: Vec<_> =
             prepared.degraded.iter().map(|d| serde_json::json!({ "layer": d.layer, "why": d.why })).collect();
-        let denied: Vec<_> =
-            seccomp::denied_syscalls(&seccomp::FilterOptions { allow_nested_userns: args.policy.allow_nested_userns })
-                .into_iter()
-                .map(|(name, action)| serde_json::json!({ "syscall": name, "action": action }))
-                .collect();
+        let options = prepared.plan.seccomp.map(|sc| sc.filter_options()).unwrap_or_default();
+        let denied: Vec<_> = seccomp::denied_syscalls(&options)
+            .into_iter()
+            .map(|(name, action)| serde_json::json!({ "syscall": name, "action": action }))
+            .collect();
         let out = serde_json::json!({
             "policy": prepared.resolved.policy,
             "digest": prepared.resolved.policy.digest(),
@@ -111,7 +111,7 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         None => w(format!("{:<14} off", "landlock")),
     }
     if let Some(sc) = &plan.seccomp {
-        let denied = seccomp::denied_syscalls(&seccomp::FilterOptions { allow_nested_userns: sc.allow_nested_userns });
+        let denied = seccomp::denied_syscalls(&sc.filter_options());
         let names: Vec<&str> = denied.iter().map(|(n, _)| *n).collect();
         w(format!("{:<14} {} syscalls denied or filtered: {}", "seccomp", names.len(), names.join(" ")));
     } else {

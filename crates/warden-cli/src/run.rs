@@ -105,10 +105,26 @@ pub fn run(args: RunArgs) -> i32 {
         crate::explain::print_layers(&prepared, &mut std::io::stderr());
     }
     let timeout = policy.limits.timeout_secs.map(Duration::from_secs);
-    let report = match launch::run(&prepared.plan, timeout) {
+    let mut report = match launch::run(&prepared.plan, timeout) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    if let Outcome::SetupFailed { layer, detail } = &report.outcome {
+        if layer.ends_with("namespace") {
+            if !policy.allow_degraded {
+                eprintln!("warden: error: cannot enforce the {layer} layer: {detail}");
+                eprintln!(
+                    "warden: the command did not run. --allow-degraded runs it with Landlock and seccomp only \
+                     (no private /tmp, /dev, /proc; no pid, ipc, uts or network namespace)"
+                );
+                return EXIT_WARDEN;
+            }
+            report = match run_degraded(&prepared, layer, detail, timeout) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+        }
+    }
     match &report.outcome {
         Outcome::SetupFailed { layer, detail } => {
             eprintln!("warden: error: cannot enforce the {layer} layer: {detail}");
@@ -135,6 +151,58 @@ pub fn run(args: RunArgs) -> i32 {
         );
     }
     report.outcome.exit_code()
+}
+
+/// The `--allow-degraded` fallback when no namespace can be made (see `plan::compile_degraded`).
+fn run_degraded(
+    prepared: &Prepared,
+    layer: &str,
+    detail: &str,
+    timeout: Option<Duration>,
+) -> Result<launch::Report, i32> {
+    let policy = &prepared.resolved.policy;
+    if prepared.landlock_abi.is_none() && !policy.profile.everything_writable() {
+        return Err(fail(format!(
+            "cannot enforce the {layer} layer ({detail}), and this kernel has no Landlock either: \
+             nothing would keep the host read-only, so warden will not run the command even with --allow-degraded"
+        )));
+    }
+    eprintln!(
+        "warden: warning: cannot enforce the {layer} layer ({detail}); --allow-degraded: running with Landlock and \
+         seccomp only: no private /tmp, /dev or /proc, no pid/ipc/uts/network namespace, inet and named unix \
+         sockets refused, TMPDIR is a private directory"
+    );
+    let tmp = PrivateTmp::create().map_err(|e| fail(format!("cannot create a private temporary directory: {e}")))?;
+    let plan = plan::compile_degraded(
+        policy,
+        &prepared.plan.argv,
+        prepared.plan.env.clone(),
+        sys::getuid(),
+        sys::getgid(),
+        &CompileOptions { allow_nested_userns: false, landlock_abi: prepared.landlock_abi },
+        &tmp.0,
+    )
+    .map_err(fail)?;
+    launch::run(&plan, timeout).map_err(fail)
+}
+
+/// A 0700 directory under the system temp dir, removed with everything in it on drop.
+struct PrivateTmp(std::path::PathBuf);
+
+impl PrivateTmp {
+    fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("warden-{}-{nanos:09}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(PrivateTmp(dir))
+    }
+}
+
+impl Drop for PrivateTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn print_risk_warnings(policy: &Policy) {

@@ -221,6 +221,11 @@ fn command_child(plan: &LaunchPlan, exec_w: &OwnedFd, pty: Option<&(PathBuf, Tty
     if let Some((path, which)) = pty {
         attach_tty(path, which)?;
     }
+    if !plan.namespaces {
+        // No pid namespace to take the command down with PID 1: at least the command itself
+        // dies with it.
+        let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0);
+    }
     for sig in 1..32 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             let _ = sys::set_signal_default(sig, false);
@@ -248,7 +253,7 @@ fn command_child(plan: &LaunchPlan, exec_w: &OwnedFd, pty: Option<&(PathBuf, Tty
     }
     let (program, argv, envp) = exec_args(plan)?;
     if let Some(sc) = &plan.seccomp {
-        let filter = seccomp::build_filter(&seccomp::FilterOptions { allow_nested_userns: sc.allow_nested_userns });
+        let filter = seccomp::build_filter(&sc.filter_options());
         sys::seccomp_install(&filter).map_err(|e| fail("seccomp", "installing the filter", e))?;
     }
     let errno = exec_search(&program, &argv, &envp, plan);
@@ -327,7 +332,29 @@ fn apply_landlock(plan: &LandlockPlan) -> Result<(), SetupError> {
     sys::landlock_restrict_self(&ruleset).map_err(|e| fail("landlock", "landlock_restrict_self", e))
 }
 
+/// Whether the permitted capability set is not empty (`CapPrm` in /proc/self/status).
+fn holds_capabilities() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .map(|v| match u64::from_str_radix(v.trim(), 16) {
+            Ok(bits) => bits != 0,
+            // Unreadable: assume capabilities are held, so that no EPERM is excused.
+            Err(_) => true,
+        })
+        .unwrap_or(true)
+}
+
 fn drop_capabilities() -> Result<(), SetupError> {
+    // A process without any capability (an unprivileged user in the degraded mode, without a
+    // user namespace) may not change securebits or the bounding set, and has nothing to drop:
+    // with no_new_privs set, exec cannot grant it any.
+    let tolerate_eperm = !holds_capabilities();
+    let ok_or_tolerated = |r: Result<libc::c_int, Errno>| match r {
+        Err(Errno(libc::EPERM)) if tolerate_eperm => Ok(0),
+        other => other,
+    };
     // No privilege through uid 0 or setuid fixups, ever, and no raising ambient capabilities.
     let bits = libc::SECBIT_NOROOT
         | libc::SECBIT_NOROOT_LOCKED
@@ -336,11 +363,11 @@ fn drop_capabilities() -> Result<(), SetupError> {
         | libc::SECBIT_KEEP_CAPS_LOCKED
         | libc::SECBIT_NO_CAP_AMBIENT_RAISE
         | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-    sys::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0)
+    ok_or_tolerated(sys::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0))
         .map_err(|e| fail("capabilities", "PR_SET_SECUREBITS", e))?;
     let mut cap = 0;
     loop {
-        match sys::prctl(libc::PR_CAPBSET_DROP, cap, 0) {
+        match ok_or_tolerated(sys::prctl(libc::PR_CAPBSET_DROP, cap, 0)) {
             Ok(_) => cap += 1,
             Err(Errno(libc::EINVAL)) => break,
             Err(e) => return Err(fail("capabilities", format!("PR_CAPBSET_DROP {cap}"), e)),

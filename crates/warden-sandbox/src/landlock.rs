@@ -7,7 +7,7 @@
 //! it. Landlock cannot take a right away beneath a path that has it, so read-only subpaths of
 //! writable roots rely on the read-only mount alone (`warden explain` says so).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use warden_policy::Policy;
@@ -138,4 +138,85 @@ pub fn plan_for(policy: &Policy, abi: u32) -> LandlockPlan {
         rules.push(PathRule { path: root.clone(), access: access::WRITE });
     }
     LandlockPlan { abi, rules, scoped: abi >= 6, deny_tcp: false }
+}
+
+/// The rules of the degraded mode (no namespaces, so no mounts): Landlock alone keeps the host
+/// read-only, and masked paths unreadable by leaving them out of the read rules.
+///
+/// Landlock only grants, so "everything but M" becomes: every ancestor of a masked path gets
+/// only `READ_DIR` (its names can be listed), and each of its other entries gets `READ`; symlinks
+/// among those entries are skipped (a rule would land on their target). `/dev` is left out the
+/// same way, and only the harmless device nodes and the command's own terminal are granted.
+/// `private_tmp` (warden's own temporary directory, which becomes `TMPDIR`) is writable.
+pub fn degraded_plan(policy: &Policy, abi: u32, private_tmp: &Path, own_tty: Option<&Path>) -> LandlockPlan {
+    let mut excluded: Vec<PathBuf> = policy.deny_read.clone();
+    excluded.push("/dev".into());
+    let mut rules = Vec::new();
+    read_rules_excluding(Path::new("/"), &excluded, &mut rules);
+    let device = access::READ_FILE | access::WRITE_FILE | access::IOCTL_DEV;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        rules.push(PathRule { path: Path::new("/dev").join(node), access: device });
+    }
+    if let Some(tty) = own_tty {
+        rules.push(PathRule { path: tty.to_path_buf(), access: device });
+    }
+    rules.push(PathRule { path: private_tmp.to_path_buf(), access: access::WRITE });
+    for root in &policy.writable_roots {
+        rules.push(PathRule { path: root.clone(), access: access::WRITE });
+    }
+    LandlockPlan { abi, rules, scoped: abi >= 6, deny_tcp: policy.net != warden_policy::NetMode::Host }
+}
+
+/// Adds rules granting `READ` on everything beneath `dir` except the `excluded` paths.
+fn read_rules_excluding(dir: &Path, excluded: &[PathBuf], out: &mut Vec<PathRule>) {
+    if excluded.iter().any(|e| e == dir) {
+        return;
+    }
+    if !excluded.iter().any(|e| e.starts_with(dir)) {
+        out.push(PathRule { path: dir.to_path_buf(), access: access::READ });
+        return;
+    }
+    out.push(PathRule { path: dir.to_path_buf(), access: access::READ_DIR });
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.is_dir() {
+            read_rules_excluding(&path, excluded, out);
+        } else if !excluded.iter().any(|e| e == &path) {
+            out.push(PathRule { path, access: access::READ });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_subtrees_are_left_out_of_the_read_rules() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        for dir in ["home/u/.ssh", "home/u/src", "etc"] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        std::fs::write(root.join("home/u/.netrc"), "machine x").expect("write");
+        std::fs::write(root.join("home/u/notes"), "n").expect("write");
+        std::os::unix::fs::symlink(root.join("home/u/.ssh"), root.join("home/u/link")).expect("symlink");
+        let excluded = vec![root.join("home/u/.ssh"), root.join("home/u/.netrc")];
+        let mut rules = Vec::new();
+        read_rules_excluding(root, &excluded, &mut rules);
+        let grant = |p: &str| rules.iter().find(|r| r.path == root.join(p)).map(|r| r.access);
+        assert_eq!(grant(""), Some(access::READ_DIR));
+        assert_eq!(grant("home/u"), Some(access::READ_DIR));
+        assert_eq!(grant("etc"), Some(access::READ));
+        assert_eq!(grant("home/u/src"), Some(access::READ));
+        assert_eq!(grant("home/u/notes"), Some(access::READ));
+        assert_eq!(grant("home/u/.ssh"), None);
+        assert_eq!(grant("home/u/.netrc"), None);
+        assert_eq!(grant("home/u/link"), None, "a symlink would carry the grant to its target");
+    }
 }

@@ -123,6 +123,21 @@ pub struct TtyPlan {
 pub struct SeccompPlan {
     /// Let the command create nested user namespaces (for an inner sandbox such as bubblewrap).
     pub allow_nested_userns: bool,
+    /// Degraded mode without a network namespace: no inet sockets at all.
+    pub deny_inet_sockets: bool,
+    /// Degraded mode without a mount namespace: no `socket(AF_UNIX)` (host daemon sockets).
+    pub deny_unix_sockets: bool,
+}
+
+impl SeccompPlan {
+    /// The filter options this plan asks for.
+    pub fn filter_options(&self) -> crate::seccomp::FilterOptions {
+        crate::seccomp::FilterOptions {
+            allow_nested_userns: self.allow_nested_userns,
+            deny_inet_sockets: self.deny_inet_sockets,
+            deny_unix_sockets: self.deny_unix_sockets,
+        }
+    }
 }
 
 /// Errors while compiling a policy into a plan.
@@ -216,7 +231,11 @@ pub fn compile(
         new_network: policy.net != NetMode::Host,
         mounts,
         landlock,
-        seccomp: Some(SeccompPlan { allow_nested_userns: opts.allow_nested_userns }),
+        seccomp: Some(SeccompPlan {
+            allow_nested_userns: opts.allow_nested_userns,
+            deny_inet_sockets: false,
+            deny_unix_sockets: false,
+        }),
         drop_privileges: true,
         rlimits,
         hostname: "warden".to_owned(),
@@ -225,6 +244,43 @@ pub fn compile(
         uid,
         gid,
     })
+}
+
+/// The degraded plan, for kernels (or containers) where no user namespace can be made and the
+/// user accepted that with `--allow-degraded`: no namespaces and no mounts; Landlock alone keeps
+/// the host read-only and masked paths unreadable; the network is cut by seccomp (no inet
+/// sockets) and Landlock's TCP rules; named unix sockets are refused; `TMPDIR` is `private_tmp`.
+/// What is lost (and reported): pid, ipc and uts isolation, the private `/tmp`, `/dev` and
+/// `/proc`, loopback servers inside, and the kill-everything guarantee of a pid namespace.
+pub fn compile_degraded(
+    policy: &Policy,
+    argv: &[String],
+    mut env: Vec<(String, String)>,
+    uid: u32,
+    gid: u32,
+    opts: &CompileOptions,
+    private_tmp: &Path,
+) -> Result<LaunchPlan, PlanError> {
+    let mut plan = compile(policy, argv, Vec::new(), uid, gid, opts)?;
+    if policy.profile.everything_writable() {
+        plan.env = env;
+        return Ok(plan);
+    }
+    env.retain(|(k, _)| k != "TMPDIR");
+    env.push(("TMPDIR".into(), private_tmp.display().to_string()));
+    let own_tty = std::fs::read_link("/proc/self/fd/0").ok().filter(|p| p.starts_with("/dev/pts/"));
+    plan.env = env;
+    plan.namespaces = false;
+    plan.new_network = false;
+    plan.mounts = Vec::new();
+    plan.landlock = opts.landlock_abi.map(|abi| landlock::degraded_plan(policy, abi, private_tmp, own_tty.as_deref()));
+    plan.seccomp = Some(SeccompPlan {
+        allow_nested_userns: false,
+        deny_inet_sockets: policy.net != NetMode::Host,
+        deny_unix_sockets: true,
+    });
+    plan.pids_cgroup_max = if uid == 0 { policy.limits.max_procs } else { None };
+    Ok(plan)
 }
 
 fn depth(p: &Path) -> usize {

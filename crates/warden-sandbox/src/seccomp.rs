@@ -205,6 +205,12 @@ pub struct FilterOptions {
     /// Allow `unshare`, `setns` and `clone` with namespace flags, so the sandboxed command can
     /// itself build namespaces (e.g. run a nested sandbox). Off by default.
     pub allow_nested_userns: bool,
+    /// Deny `socket(AF_INET | AF_INET6, ...)`: the network layer of the degraded mode, when no
+    /// network namespace can be made (Landlock's TCP rules do not cover UDP).
+    pub deny_inet_sockets: bool,
+    /// Deny `socket(AF_UNIX, ...)` (`socketpair` stays allowed): without a mount namespace,
+    /// host daemon sockets such as docker's cannot be hidden, so nothing may connect to them.
+    pub deny_unix_sockets: bool,
 }
 
 /// What the filter does with one syscall number.
@@ -222,6 +228,8 @@ enum Check {
     Ioctl,
     /// Deny raw, packet, vsock and non-route netlink sockets.
     Socket,
+    /// As `Socket`, and also the domains the degraded mode takes away.
+    SocketStrict,
 }
 
 impl Check {
@@ -235,6 +243,10 @@ impl Check {
             Check::Socket => {
                 "denied (EPERM) for AF_PACKET, AF_VSOCK, AF_NETLINK other than NETLINK_ROUTE, \
                  and SOCK_RAW/SOCK_PACKET outside AF_NETLINK"
+            }
+            Check::SocketStrict => {
+                "denied (EPERM) as socketpair, and for the domains the degraded mode takes away \
+                 (AF_INET/AF_INET6 without a network namespace, AF_UNIX without a mount namespace)"
             }
         }
     }
@@ -268,7 +280,8 @@ fn rules(opts: &FilterOptions) -> Vec<Rule> {
     }
     rules.push(rule("personality", libc::SYS_personality, Check::Personality));
     rules.push(rule("ioctl", libc::SYS_ioctl, Check::Ioctl));
-    rules.push(rule("socket", libc::SYS_socket, Check::Socket));
+    let strict = opts.deny_inet_sockets || opts.deny_unix_sockets;
+    rules.push(rule("socket", libc::SYS_socket, if strict { Check::SocketStrict } else { Check::Socket }));
     rules.push(rule("socketpair", libc::SYS_socketpair, Check::Socket));
     rules
 }
@@ -296,6 +309,7 @@ pub fn build_filter(opts: &FilterOptions) -> Vec<libc::sock_filter> {
     let personality_block = a.label();
     let ioctl_block = a.label();
     let socket_block = a.label();
+    let socket_strict_block = a.label();
     let netlink_block = a.label();
 
     // Rule 1: foreign ABI.
@@ -318,6 +332,7 @@ pub fn build_filter(opts: &FilterOptions) -> Vec<libc::sock_filter> {
             Check::Personality => personality_block,
             Check::Ioctl => ioctl_block,
             Check::Socket => socket_block,
+            Check::SocketStrict => socket_strict_block,
         };
         if !used.contains(&rule.check) {
             used.push(rule.check);
@@ -348,7 +363,20 @@ pub fn build_filter(opts: &FilterOptions) -> Vec<libc::sock_filter> {
         a.jeq(libc::TIOCLINUX as u32, To(eperm), To(allow));
     }
 
-    if used.contains(&Check::Socket) {
+    if used.contains(&Check::SocketStrict) {
+        a.bind(socket_strict_block);
+        a.load(SeccompField::ArgLow(0));
+        if opts.deny_inet_sockets {
+            a.jeq(libc::AF_INET as u32, To(eperm), Next);
+            a.jeq(libc::AF_INET6 as u32, To(eperm), Next);
+        }
+        if opts.deny_unix_sockets {
+            a.jeq(libc::AF_UNIX as u32, To(eperm), Next);
+        }
+        a.jeq(u32::MAX, To(eperm), To(socket_block));
+    }
+
+    if used.contains(&Check::Socket) || used.contains(&Check::SocketStrict) {
         a.bind(socket_block);
         a.load(SeccompField::ArgLow(0));
         a.jeq(libc::AF_PACKET as u32, To(eperm), Next);
@@ -646,8 +674,33 @@ mod tests {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
     const KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
 
-    const DEFAULT: FilterOptions = FilterOptions { allow_nested_userns: false };
-    const NESTED: FilterOptions = FilterOptions { allow_nested_userns: true };
+    const DEFAULT: FilterOptions =
+        FilterOptions { allow_nested_userns: false, deny_inet_sockets: false, deny_unix_sockets: false };
+    const NESTED: FilterOptions =
+        FilterOptions { allow_nested_userns: true, deny_inet_sockets: false, deny_unix_sockets: false };
+    const DEGRADED: FilterOptions =
+        FilterOptions { allow_nested_userns: false, deny_inet_sockets: true, deny_unix_sockets: true };
+
+    #[test]
+    fn degraded_mode_denies_inet_and_named_unix_sockets_but_not_socketpair() {
+        let to_u64 = |v: libc::c_int| u64::try_from(v).expect("non-negative constant");
+        let (inet, inet6, unix) = (to_u64(libc::AF_INET), to_u64(libc::AF_INET6), to_u64(libc::AF_UNIX));
+        let stream = to_u64(libc::SOCK_STREAM);
+        for domain in [inet, inet6, unix] {
+            assert_eq!(decide(&DEGRADED, libc::SYS_socket, [domain, stream, 0, 0, 0, 0]), RET_EPERM);
+            assert_eq!(decide(&DEFAULT, libc::SYS_socket, [domain, stream, 0, 0, 0, 0]), RET_ALLOW);
+        }
+        assert_eq!(decide(&DEGRADED, libc::SYS_socketpair, [unix, stream, 0, 0, 0, 0]), RET_ALLOW);
+        // The ordinary socket rules still apply in the degraded mode.
+        let vsock = to_u64(libc::AF_VSOCK);
+        assert_eq!(decide(&DEGRADED, libc::SYS_socket, [vsock, stream, 0, 0, 0, 0]), RET_EPERM);
+        let netlink = to_u64(libc::AF_NETLINK);
+        assert_eq!(decide(&DEGRADED, libc::SYS_socket, [netlink, to_u64(libc::SOCK_RAW), 0, 0, 0, 0]), RET_ALLOW);
+        // Only one of the two.
+        let inet_only = FilterOptions { deny_inet_sockets: true, ..DEFAULT };
+        assert_eq!(decide(&inet_only, libc::SYS_socket, [unix, stream, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(decide(&inet_only, libc::SYS_socket, [inet, stream, 0, 0, 0, 0]), RET_EPERM);
+    }
 
     fn data(arch: u32, nr: libc::c_long, args: [u64; 6]) -> libc::seccomp_data {
         libc::seccomp_data { nr: i32::try_from(nr).unwrap(), arch, instruction_pointer: 0x7fff_dead_beef, args }

@@ -27,6 +27,7 @@ macro_rules! non_root_only {
 }
 
 mod cli;
+mod degraded;
 mod env;
 mod fs;
 mod limits;
