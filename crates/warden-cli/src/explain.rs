@@ -69,6 +69,10 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
     for step in &plan.mounts {
         let (path, access, how) = match step {
             MountStep::ReadOnlyRoot => ("/".to_owned(), "read-only", format!("read-only mount{ll}")),
+            // A symlink (like /var/run -> /run) is left alone at run time: nothing to show.
+            MountStep::Tmpfs { path, .. } if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) => {
+                continue
+            }
             MountStep::Tmpfs { path, writable, .. } => (
                 path.display().to_string(),
                 if *writable { "read-write" } else { "read-only" },
@@ -93,7 +97,11 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
             MountStep::Protect { path } => (
                 path.display().to_string(),
                 "read-only",
-                "protected: read-only bind mount if it exists; a symlink fails closed".into(),
+                if path.symlink_metadata().is_ok() {
+                    "protected: read-only bind mount; a symlink swap fails closed".into()
+                } else {
+                    "protected: missing, so an empty read-only placeholder for the run (cannot be created)".into()
+                },
             ),
             MountStep::Mask { path } => (path.display().to_string(), "denied", "masked: empty unreadable mount".into()),
         };
@@ -122,23 +130,38 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         "privileges",
         if plan.drop_privileges { "all capabilities dropped, no_new_privs, securebits locked" } else { "unchanged" }
     ));
-    let inherit = format!("{:?}", p.env.inherit).to_lowercase();
     w(format!(
-        "{:<14} inherit {inherit}, default excludes {}, {} variables passed",
+        "{:<14} inherit {}, default excludes {}, {} variables passed",
         "environment",
+        p.env.inherit,
         if p.env.ignore_default_excludes { "off" } else { "on" },
         plan.env.len()
     ));
+    let passed: Vec<&str> = plan.env.iter().map(|(k, _)| k.as_str()).collect();
+    let mut removed: Vec<&str> =
+        prepared.host_env.iter().map(|(k, _)| k.as_str()).filter(|k| !passed.contains(k)).collect();
+    removed.sort_unstable();
+    if !removed.is_empty() {
+        // Names only: values never leave warden.
+        w(format!("{:<14} removed: {}", "", removed.join(" ")));
+    }
     let l = &p.limits;
     let fmt = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let bytes = |b: u64| {
+        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        UNITS
+            .iter()
+            .find(|(size, _)| b >= *size && b % size == 0)
+            .map_or_else(|| format!("{b} bytes"), |(size, unit)| format!("{} {unit}", b / size))
+    };
     w(format!(
         "{:<14} timeout {}, memory {}, cpu {}, processes {}, file size {}",
         "limits",
         fmt(l.timeout_secs.map(|s| format!("{s}s"))),
-        fmt(l.memory_bytes.map(|b| b.to_string())),
+        fmt(l.memory_bytes.map(bytes)),
         fmt(l.cpu_seconds.map(|s| format!("{s}s"))),
         fmt(l.max_procs.map(|p| p.to_string())),
-        fmt(l.max_file_size.map(|b| b.to_string()))
+        fmt(l.max_file_size.map(bytes))
     ));
     for d in &prepared.degraded {
         w(format!("{:<14} {} cannot be enforced here: {}", "DEGRADED", d.layer, d.why));

@@ -32,6 +32,8 @@ pub struct Prepared {
     pub plan: LaunchPlan,
     pub degraded: Vec<Degraded>,
     pub landlock_abi: Option<u32>,
+    /// warden's own environment (for `explain`: which names the policy removed).
+    pub host_env: Vec<(String, String)>,
 }
 
 /// Resolves the policy and compiles the plan; the error is already a message for people.
@@ -67,7 +69,7 @@ pub fn prepare(args: &PolicyArgs, command: &[String]) -> Result<Prepared, String
         &CompileOptions { allow_nested_userns: args.allow_nested_userns, landlock_abi },
     )
     .map_err(|e| e.to_string())?;
-    Ok(Prepared { resolved, plan, degraded, landlock_abi })
+    Ok(Prepared { resolved, plan, degraded, landlock_abi, host_env: host.env })
 }
 
 pub fn run(args: RunArgs) -> i32 {
