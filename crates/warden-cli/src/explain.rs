@@ -151,7 +151,7 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         UNITS
             .iter()
-            .find(|(size, _)| b >= *size && b % size == 0)
+            .find(|(size, _)| b >= *size && b.is_multiple_of(*size))
             .map_or_else(|| format!("{b} bytes"), |(size, unit)| format!("{} {unit}", b / size))
     };
     w(format!(

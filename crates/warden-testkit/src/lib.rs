@@ -106,14 +106,7 @@ impl Warden {
     /// `warden` with no arguments yet; the environment is inherited minus `WARDEN_*`/`XDG_CONFIG_HOME`
     /// so that no user config leaks into tests.
     pub fn new(bin: &Path) -> Self {
-        let mut cmd = Command::new(bin);
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("WARDEN_") && k != "WARDEN_BIN" {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let cmd = scrubbed_command(bin);
         Warden { cmd, shown: vec![bin.display().to_string()], stdin: None, limit: Duration::from_secs(60) }
     }
 
@@ -152,7 +145,6 @@ impl Warden {
     /// Feeds `data` on stdin.
     pub fn stdin(mut self, data: &[u8]) -> Self {
         self.stdin = Some(data.to_vec());
-        self.cmd.stdin(Stdio::piped());
         self
     }
 
@@ -163,47 +155,75 @@ impl Warden {
     }
 
     /// Runs to completion (bounded by the limit; the process is killed past it and the test fails).
-    pub fn run(mut self) -> Output {
+    pub fn run(self) -> Output {
         let cmdline = self.shown.join(" ");
-        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmdline}: {e}"));
-        if let Some(data) = self.stdin.take() {
-            if let Some(mut s) = child.stdin.take() {
-                use std::io::Write;
-                let _ = s.write_all(&data);
-            }
-        }
-        let mut out_pipe = child.stdout.take().expect("stdout is piped");
-        let mut err_pipe = child.stderr.take().expect("stderr is piped");
-        let out_t = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = out_pipe.read_to_end(&mut s);
-            s
-        });
-        let err_t = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = err_pipe.read_to_end(&mut s);
-            s
-        });
-        let start = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                break Some(st);
-            }
-            if start.elapsed() > self.limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
-        let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
-        let out = Output { cmdline, code: status.and_then(|s| s.code()), stdout, stderr };
-        if status.is_none() {
-            out.fail(&format!("warden did not finish within {:?}", self.limit));
-        }
-        out
+        run_captured(self.cmd, cmdline, self.stdin, self.limit)
     }
+}
+
+/// A `Command` for `program` without warden's own `WARDEN_*` variables (so no user setting leaks
+/// into a test), except `WARDEN_BIN`.
+pub fn scrubbed_command(program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        let name = k.to_string_lossy();
+        if name.starts_with("WARDEN_") && name != "WARDEN_BIN" {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
+/// Runs any command with stdin from /dev/null and a bounded wait, capturing its output like
+/// [`Warden::run`].
+pub fn run_bounded(cmd: Command, limit: Duration) -> Output {
+    let cmdline = format!(
+        "{} {}",
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args().map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
+    );
+    run_captured(cmd, cmdline, None, limit)
+}
+
+fn run_captured(mut cmd: Command, cmdline: String, input: Option<Vec<u8>>, limit: Duration) -> Output {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmdline}: {e}"));
+    if let (Some(data), Some(mut pipe)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let _ = pipe.write_all(&data);
+    }
+    let mut out_pipe = child.stdout.take().expect("stdout is piped");
+    let mut err_pipe = child.stderr.take().expect("stderr is piped");
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out_pipe.read_to_end(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err_pipe.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+    let out = Output { cmdline, code: status.and_then(|s| s.code()), stdout, stderr };
+    if status.is_none() {
+        out.fail(&format!("did not finish within {limit:?}"));
+    }
+    out
 }
 
 /// A temporary directory that is readable by every user (tests also run as `nobody`).

@@ -5,7 +5,6 @@
 //! `user.max_user_namespaces = 0` inside it, so warden cannot create one.
 
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::Scratch;
@@ -17,13 +16,8 @@ fn without_userns(s: &Scratch, env: &[(&str, &str)], warden_args: &str) -> warde
         s.ws.display(),
         crate::warden_path().display()
     );
-    let mut cmd = Command::new("unshare");
+    let mut cmd = crate::scrubbed_command("unshare");
     cmd.args(["-U", "-r", "sh", "-c", &inner]);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("WARDEN_") {
-            cmd.env_remove(k);
-        }
-    }
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -37,10 +37,7 @@ mod proc_ipc;
 mod syscalls;
 mod tty;
 
-use std::ffi::OsStr;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use warden_testkit::{Output, Warden};
@@ -212,47 +209,7 @@ pub fn sleep_marker(tag: u32) -> String {
     format!("1000.{}{:03}", std::process::id(), tag)
 }
 
-/// Runs an arbitrary command with a bounded wait, capturing its output like [`Warden::run`].
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    let cmdline = format!(
-        "{} {}",
-        cmd.get_program().to_string_lossy(),
-        cmd.get_args().map(OsStr::to_string_lossy).collect::<Vec<_>>().join(" ")
-    );
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmdline}: {e}"));
-    let mut out_pipe = child.stdout.take().expect("stdout is piped");
-    let mut err_pipe = child.stderr.take().expect("stderr is piped");
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out_pipe.read_to_end(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err_pipe.read_to_end(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
-    let out = Output { cmdline, code: status.and_then(|s| s.code()), stdout, stderr };
-    if status.is_none() {
-        out.fail(&format!("did not finish within {limit:?}"));
-    }
-    out
-}
+pub use warden_testkit::{run_bounded, scrubbed_command};
 
 /// Whether an executable exists at `p`.
 pub fn have(p: &str) -> bool {

@@ -2,7 +2,6 @@
 //! -1 with `EPERM`; nested namespaces, mounts, chroot and pivot_root fail; TIOCSTI is refused
 //! even through the high-bits bypass.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::{assert_denied, Scratch, ESCAPED, PY};
@@ -236,13 +235,8 @@ fn tiocsti_on_the_outer_terminal_is_denied() {
     let s = Scratch::temp();
     let py = s.file("ws/tiocsti.py", TIOCSTI_PY);
     let inner = format!("{} run -C {} -- {PY} {}", crate::warden_path().display(), s.ws.display(), py.display());
-    let mut cmd = Command::new("script");
+    let mut cmd = crate::scrubbed_command("script");
     cmd.args(["-qec", &inner, "/dev/null"]).current_dir(&s.ws);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("WARDEN_") {
-            cmd.env_remove(k);
-        }
-    }
     let out = crate::run_bounded(cmd, Duration::from_secs(60));
     out.success()
         .stdout_has("tty=True")

@@ -13,13 +13,8 @@ fn in_terminal(s: &Scratch, input: &str, warden_args: &str) -> warden_testkit::O
     assert!(crate::have("/usr/bin/script"), "util-linux `script` is required (scripts/test.sh installs it)");
     let inner = format!("{} run -C {} {warden_args}", crate::warden_path().display(), s.ws.display());
     let outer = format!("({input}) | script -qec \"{inner}\" /dev/null");
-    let mut cmd = Command::new("sh");
+    let mut cmd = crate::scrubbed_command("sh");
     cmd.args(["-c", &outer]).current_dir(&s.ws);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("WARDEN_") {
-            cmd.env_remove(k);
-        }
-    }
     crate::run_bounded(cmd, Duration::from_secs(60))
 }
 
