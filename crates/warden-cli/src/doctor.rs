@@ -6,7 +6,7 @@ use warden_sandbox::doctor::{kernel_facts, LANDLOCK_ABI_FULL};
 use warden_sandbox::launch::{self, Outcome};
 
 use crate::args::{DoctorArgs, PolicyArgs};
-use crate::run::prepare;
+use crate::run::prepare_for;
 
 struct Check {
     layer: &'static str,
@@ -104,7 +104,14 @@ fn probe_offline() -> Result<f64, String> {
         allow_degraded: true,
         allow_nested_userns: false,
     };
-    let prepared = prepare(&args, &["true".to_owned()])?;
+    // A neutral host view: no home directory and no XDG variables, so no user config is read and
+    // the probe tests the kernel, not the user's settings.
+    let host = warden_policy::HostContext {
+        cwd: "/".into(),
+        home: None,
+        env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into())],
+    };
+    let prepared = prepare_for(&args, &["true".to_owned()], host)?;
     let report = launch::run(&prepared.plan, Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
     match report.outcome {
         Outcome::Finished(warden_sandbox::protocol::CommandStatus::Exited(0)) => {

@@ -2,6 +2,7 @@
 //!
 //! This crate is wiring only: clap parsing, messages for people, exit codes. Policy lives in
 //! `warden-policy`, enforcement in `warden-sandbox`.
+#![forbid(unsafe_code)]
 
 mod args;
 mod doctor;

@@ -40,6 +40,15 @@ pub struct Prepared {
 pub fn prepare(args: &PolicyArgs, command: &[String]) -> Result<Prepared, String> {
     let host =
         warden_policy::HostContext::from_process().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    prepare_for(args, command, host)
+}
+
+/// [`prepare`] for a given view of the host (the doctor's probe uses a neutral one).
+pub fn prepare_for(
+    args: &PolicyArgs,
+    command: &[String],
+    host: warden_policy::HostContext,
+) -> Result<Prepared, String> {
     let resolved = warden_policy::resolve(&args.to_options(), &host).map_err(|e| e.to_string())?;
     let policy = &resolved.policy;
     let landlock_abi = sys::landlock_abi();

@@ -5,6 +5,8 @@
 //! the kernel. What it guarantees: a layer the plan asks for is either in force before the
 //! command's first instruction, or the command does not run and the error names the layer.
 #![warn(missing_docs)]
+// Every unsafe block lives in `sys`, the one module allowed to have them.
+#![deny(unsafe_code)]
 
 pub mod cgroup;
 pub mod doctor;
@@ -16,4 +18,5 @@ pub mod protect;
 pub mod protocol;
 pub mod relay;
 pub mod seccomp;
+#[allow(unsafe_code)]
 pub mod sys;

@@ -140,3 +140,13 @@ fn invalid_profile_in_config_warns_once_and_runs_offline() {
     out.stderr_has("offline");
     assert!(!s.ws.join("written.txt").exists());
 }
+
+#[test]
+fn doctor_probes_the_kernel_not_the_users_config() {
+    let s = Scratch::temp();
+    s.file("xdg/warden/config.toml", "bogus_key = 1\n");
+    let xdg = s.root.join("xdg");
+    // `run` reads that config and refuses; `doctor` must still judge the kernel alone.
+    crate::warden().env("XDG_CONFIG_HOME", &xdg).args(["run", "--", "true"]).run().code(125).stderr_has("bogus_key");
+    crate::warden().env("XDG_CONFIG_HOME", &xdg).args(["doctor"]).run().success().stdout_has("ok   offline sandbox");
+}
