@@ -49,6 +49,17 @@ else
   log "cargo-deny not installed: skipping (cargo install cargo-deny --locked to enable)"
 fi
 
+# Host-visible scratch space for the tests: outside /tmp and /var/tmp, which are private inside
+# the sandbox (the checkout itself may live under /tmp). Root makes one nobody can use too.
+if [ "$(id -u)" = 0 ]; then
+  hostdir=$(mktemp -d /var/lib/warden-test.XXXXXX)
+  chmod 1777 "$hostdir"
+else
+  hostdir=$(mktemp -d "$HOME/.cache/warden-test.XXXXXX")
+fi
+export WARDEN_TEST_HOST_DIR="$hostdir"
+trap 'rm -rf "$hostdir"' EXIT
+
 log "tests as $(id -un) (uid $(id -u))"
 cargo test --workspace --locked 2>&1 | tee target/test-root.log | grep -E '^(test result|running|failures:|---- )|FAILED|panicked' || true
 if grep -qE 'FAILED|error: test failed|error\[|could not compile' target/test-root.log; then
@@ -64,7 +75,6 @@ fi
 
 log "tests as nobody (setpriv --reuid=65534 --regid=65534 --clear-groups)"
 stage=$(mktemp -d /tmp/warden-nobody.XXXXXX)
-trap 'rm -rf "$stage"' EXIT
 chmod 755 "$stage"
 cargo test --workspace --locked --no-run --message-format=json 2>/dev/null > "$stage/artifacts.json"
 jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | .executable // empty' \
@@ -74,9 +84,6 @@ warden_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "w
 [ -x "$warden_bin" ] || { echo "cannot find the warden binary in cargo's output" >&2; exit 1; }
 cp "$warden_bin" "$stage/warden"
 mkdir -m 1777 "$stage/tmp"
-# Host-visible scratch space (outside /tmp and /var/tmp, which are private inside the sandbox).
-hostdir=$(mktemp -d /var/lib/warden-test.XXXXXX)
-chmod 1777 "$hostdir"
 trap 'rm -rf "$stage" "$hostdir"' EXIT
 failed=0
 total_pass=0

@@ -1,9 +1,10 @@
-//! The parent side of `warden run`: forks the sandbox init with a plan, relays signals,
-//! enforces the timeout and reports how the command ended.
+//! The parent side of `warden run`: clones the sandbox's PID 1 with a plan, relays signals and
+//! the terminal, enforces the timeout and reports how the command ended.
 //!
-//! Guarantees: the init talks back over a `SOCK_SEQPACKET` socket; it is killed (and with it the whole sandbox) when the timeout expires or when this
-//! process dies (`PR_SET_PDEATHSIG`); signals sent to `warden` by other processes reach the
-//! command; terminal-generated signals are not duplicated.
+//! Guarantees: PID 1 talks back over a `SOCK_SEQPACKET` socket; it is killed (and with it the
+//! whole sandbox) when the timeout expires or when this process dies (`PR_SET_PDEATHSIG`);
+//! signals sent to `warden` by other processes reach the command; terminal-generated signals are
+//! not duplicated; the report comes only after every process of the sandbox is gone.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -100,9 +101,9 @@ fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> LaunchError {
     move |errno| LaunchError::Sys { what, errno }
 }
 
-/// Runs `plan` in a forked init and waits for the end.
+/// Runs `plan` in a cloned PID 1 and waits for the end.
 ///
-/// Must be called while the process is single-threaded (it forks); otherwise it refuses.
+/// Must be called while the process is single-threaded (it clones); otherwise it refuses.
 pub fn run(plan: &LaunchPlan, timeout: Option<Duration>) -> Result<Report, LaunchError> {
     let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
     if threads != 1 {
@@ -123,7 +124,7 @@ pub fn run(plan: &LaunchPlan, timeout: Option<Duration>) -> Result<Report, Launc
     let procs = cgroup.as_ref().map(|c| c.procs_file());
     let mut plan = plan.clone();
     plan.tty = if plan.namespaces { detect_tty() } else { None };
-    let result = fork_and_wait(&plan, timeout, &relayed, procs.as_deref());
+    let result = clone_and_wait(&plan, timeout, &relayed, procs.as_deref());
     let _ = SigSet::unblock_all();
     drop(cgroup);
     drop(placeholders);
@@ -144,7 +145,7 @@ fn setup_failed(layer: &str, detail: String) -> Report {
     Report { outcome: Outcome::SetupFailed { layer: layer.into(), detail }, duration: Duration::ZERO, peak_rss_kib: 0 }
 }
 
-fn fork_and_wait(
+fn clone_and_wait(
     plan: &LaunchPlan,
     timeout: Option<Duration>,
     relayed: &SigSet,
@@ -194,7 +195,7 @@ fn fork_and_wait(
     let mut messages: Vec<Message> = Vec::new();
     let mut timed_out = false;
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
-    let mut outer_status = None;
+    let mut init_status = None;
     let mut relay: Option<Relay> = None;
     // With a pids cgroup PID 1 must be gone before the cgroup can be removed: wait for it.
     let wait_for_exit = cgroup_procs.is_some();
@@ -245,7 +246,7 @@ fn fork_and_wait(
             }
         }
         if fds[2].revents != 0 {
-            outer_status = sys::waitpid(pid1, false).map_err(sys_err("waitpid"))?.map(|(_, s)| s);
+            init_status = sys::waitpid(pid1, false).map_err(sys_err("waitpid"))?.map(|(_, s)| s);
             drain_messages(&ours, &mut buf, &mut messages);
             break;
         }
@@ -267,7 +268,7 @@ fn fork_and_wait(
             _ => None,
         })
         .unwrap_or(0);
-    let outcome = decide(&messages, timed_out, outer_status);
+    let outcome = decide(&messages, timed_out, init_status);
     Ok(Report { outcome, duration, peak_rss_kib })
 }
 
@@ -360,7 +361,7 @@ fn drain_messages(sock: &OwnedFd, buf: &mut [u8], out: &mut Vec<Message>) -> Vec
     }
 }
 
-fn decide(messages: &[Message], timed_out: bool, outer: Option<WaitStatus>) -> Outcome {
+fn decide(messages: &[Message], timed_out: bool, init: Option<WaitStatus>) -> Outcome {
     for m in messages {
         if let Message::SetupFailed { layer, detail } = m {
             return Outcome::SetupFailed { layer: layer.clone(), detail: detail.clone() };
@@ -379,7 +380,7 @@ fn decide(messages: &[Message], timed_out: bool, outer: Option<WaitStatus>) -> O
             return Outcome::Finished(*status);
         }
     }
-    match outer {
+    match init {
         Some(WaitStatus::Signaled(s)) => Outcome::SetupFailed {
             layer: "init".into(),
             detail: format!("the sandbox init was killed by signal {s} before the command finished"),
