@@ -55,7 +55,7 @@ if [ "$(id -u)" = 0 ]; then
   hostdir=$(mktemp -d /var/lib/warden-test.XXXXXX)
   chmod 1777 "$hostdir"
 else
-  hostdir=$(mktemp -d "$HOME/.cache/warden-test.XXXXXX")
+  mkdir -p "$HOME/.cache" && hostdir=$(mktemp -d "$HOME/.cache/warden-test.XXXXXX")
 fi
 export WARDEN_TEST_HOST_DIR="$hostdir"
 trap 'rm -rf "$hostdir"' EXIT
