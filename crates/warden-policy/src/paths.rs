@@ -16,6 +16,9 @@ pub const DEFAULT_MASKS: &[&str] = &[
     ".config/gcloud",
     ".kube",
     ".docker/config.json",
+    // Docker Desktop's daemon sockets: a read-only mount does not stop connect(), a mask does.
+    ".docker/run",
+    ".docker/desktop",
     ".netrc",
     ".codex/auth.json",
     ".git-credentials",

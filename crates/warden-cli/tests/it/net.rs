@@ -296,3 +296,28 @@ fn host_abstract_unix_socket_is_unreachable() {
     let _ = std::os::unix::net::UnixStream::connect_addr(&addr);
     assert!(t.join().unwrap_or(false), "control: the host's own connection should be accepted");
 }
+
+#[test]
+fn docker_desktop_socket_under_home_is_masked() {
+    let s = Scratch::visible();
+    let home = s.root.join("home");
+    std::fs::create_dir_all(home.join(".docker/run")).expect("mkdir");
+    let path = home.join(".docker/run/docker.sock");
+    let l = UnixListener::bind(&path).expect("bind unix socket");
+    warden_testkit::set_mode(&path, 0o777);
+    let t = accept_in_background(l);
+    let py = s.file("ws/connect.py", &connect_py(&format!("{:?}", path.display().to_string())));
+    let out = crate::warden()
+        .env("HOME", &home)
+        .current_dir(&s.ws)
+        .args(["run", "-p", "workspace-write", "-C"])
+        .args([&s.ws])
+        .args(["--", "/usr/bin/python3"])
+        .args([&py])
+        .run();
+    // EACCES: the masked directory cannot be searched (or ENOENT once it is empty).
+    out.success().stdout_lacks(ESCAPED);
+    assert!(out.stdout.contains("errno 13\n") || out.stdout.contains("errno 2\n"), "{}", out.stdout);
+    let _ = std::os::unix::net::UnixStream::connect(&path);
+    assert!(t.join().unwrap_or(false), "control: the host socket should accept the host's own connection");
+}
