@@ -56,3 +56,19 @@ fn without_a_terminal_the_command_has_none() {
     let s = Scratch::temp();
     s.sh("offline", "tty; exit 0").success().stdout_has("not a tty");
 }
+
+#[test]
+fn writable_outside_the_workdir_is_confirmed_on_a_terminal() {
+    let s = Scratch::visible();
+    let ext = s.root.join("ext");
+    std::fs::create_dir(&ext).expect("mkdir");
+    let args = format!("-p workspace-write --writable {} -- sh -c 'echo yes > {}/f'", ext.display(), ext.display());
+    // "n" (or anything but y/yes): nothing runs.
+    let out = in_terminal(&s, "sleep 0.5; printf 'n\\n'", &args);
+    out.code(125).stdout_has("writable?");
+    assert!(!ext.join("f").exists());
+    // "y": it runs, and the write lands.
+    let out = in_terminal(&s, "sleep 0.5; printf 'y\\n'", &args);
+    out.success();
+    assert_eq!(std::fs::read_to_string(ext.join("f")).expect("written"), "yes\n");
+}
