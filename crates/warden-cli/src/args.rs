@@ -35,6 +35,84 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check what this kernel can enforce; exit 1 if the `offline` profile cannot be enforced.
     Doctor(DoctorArgs),
+    /// Verify, show or follow the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `warden audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exit 0 when intact, 1 naming the first bad record and why.
+    ///
+    /// With no FILE, checks the configured log and its rotated files, oldest first.
+    Verify {
+        /// Log files in chain order (oldest first)
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        log: AuditLogArgs,
+    },
+    /// Print records as a table (or JSON lines), oldest first.
+    Show {
+        /// Only records newer than this, e.g. 30s, 15m, 2h, 7d
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only events matching this glob, e.g. 'run.*'
+        #[arg(long, value_name = "GLOB")]
+        event: Option<String>,
+        /// Only records of this session
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Print the records as they are stored (one JSON object per line)
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        log: AuditLogArgs,
+    },
+    /// Print the last records; with -f, keep printing new ones.
+    Tail {
+        /// Keep following the log (across rotations) until interrupted
+        #[arg(short, long)]
+        follow: bool,
+        /// How many records to print first
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Print the records as they are stored
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        log: AuditLogArgs,
+    },
+}
+
+/// Which log the audit subcommands read.
+#[derive(Debug, Args, Clone)]
+pub struct AuditLogArgs {
+    /// The log [default: [audit] path of the config, else $XDG_STATE_HOME/warden/audit.jsonl]
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+    /// The HMAC key of a keyed log
+    #[arg(long, value_name = "FILE")]
+    pub audit_key_file: Option<PathBuf>,
+    /// warden config file to read [audit] from
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `30s`, `15m`, `2h`, `7d` (or plain seconds).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 30s, 15m, 2h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("invalid duration unit in {s:?} (accepted: s, m, h, d)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 const PROFILES: [&str; 5] = ["offline", "net-read-only", "workspace-write", "workspace-net", "trusted"];
@@ -135,6 +213,17 @@ pub struct PolicyArgs {
     /// bubblewrap). Off by default: user namespaces are a large kernel attack surface
     #[arg(long, help_heading = "Policy")]
     pub allow_nested_userns: bool,
+    /// Audit log file [default: $XDG_STATE_HOME/warden/audit.jsonl or
+    /// ~/.local/state/warden/audit.jsonl]
+    #[arg(long, value_name = "PATH", help_heading = "Audit")]
+    pub audit_log: Option<PathBuf>,
+    /// Do not write audit records (auditing is on unless turned off on purpose)
+    #[arg(long, conflicts_with = "audit_log", help_heading = "Audit")]
+    pub no_audit: bool,
+    /// Chain the audit records with HMAC-SHA256 under this key (at least 16 bytes), so that
+    /// rewriting the whole log cannot forge a valid chain
+    #[arg(long, value_name = "FILE", help_heading = "Audit")]
+    pub audit_key_file: Option<PathBuf>,
 }
 
 impl PolicyArgs {
@@ -159,6 +248,9 @@ impl PolicyArgs {
             config: self.config.clone(),
             codex_config: self.codex_config.clone(),
             allow_degraded: self.allow_degraded,
+            audit_log: self.audit_log.clone(),
+            no_audit: self.no_audit,
+            audit_key_file: self.audit_key_file.clone(),
         }
     }
 }

@@ -103,6 +103,9 @@ fn probe_offline() -> Result<f64, String> {
         codex_config: None,
         allow_degraded: true,
         allow_nested_userns: false,
+        audit_log: None,
+        no_audit: true,
+        audit_key_file: None,
     };
     // A neutral host view: no home directory and no XDG variables, so no user config is read and
     // the probe tests the kernel, not the user's settings.

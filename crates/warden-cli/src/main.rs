@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod audit;
 mod doctor;
 mod explain;
 mod run;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         args::Command::Run(a) => run::run(a),
         args::Command::Explain(a) => explain::explain(a),
         args::Command::Doctor(a) => doctor::doctor(a),
+        args::Command::Audit(a) => audit::audit(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

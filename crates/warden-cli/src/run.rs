@@ -3,11 +3,16 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
+use serde_json::{json, Map, Value};
+use warden_audit::AuditLog;
 use warden_policy::{NetMode, Policy, Resolved};
 use warden_sandbox::doctor::LANDLOCK_ABI_FULL;
 use warden_sandbox::launch::{self, Outcome};
 use warden_sandbox::plan::{self, CompileOptions, LaunchPlan};
+use warden_sandbox::protocol::CommandStatus;
 use warden_sandbox::sys;
+
+use crate::audit::fields;
 
 use crate::args::{PolicyArgs, RunArgs};
 
@@ -49,7 +54,8 @@ pub fn prepare_for(
     command: &[String],
     host: warden_policy::HostContext,
 ) -> Result<Prepared, String> {
-    let resolved = warden_policy::resolve(&args.to_options(), &host).map_err(|e| e.to_string())?;
+    let mut resolved = warden_policy::resolve(&args.to_options(), &host).map_err(|e| e.to_string())?;
+    hide_audit_state(&mut resolved.policy)?;
     let policy = &resolved.policy;
     let landlock_abi = sys::landlock_abi();
     let mut degraded = Vec::new();
@@ -89,31 +95,84 @@ pub fn run(args: RunArgs) -> i32 {
     for w in &prepared.resolved.warnings {
         eprintln!("{w}");
     }
-    let policy = &prepared.resolved.policy;
-    if policy.net == NetMode::Allowlist {
-        return fail(
-            "--net allowlist (and the net-read-only / workspace-net profiles) is not available yet: \
-             the egress proxy has not landed. Use --net none, or --net host to accept full network access",
+    let mut audit = match crate::audit::open_log(&prepared.resolved.policy.audit) {
+        Ok(log) => Recorder(log),
+        Err(e) => return fail(e),
+    };
+    for w in &prepared.resolved.warnings {
+        let file = w.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "environment".into());
+        audit.record(
+            "config.warning",
+            fields([("file", json!(file)), ("key", json!(w.key)), ("message", json!(w.message))]),
         );
     }
+    run_recorded(&args, &prepared, &mut audit)
+}
+
+/// Appends audit records (when auditing is on); a failure is reported on stderr and returned
+/// as `false`, and the caller decides what it means (before the run: refuse to run).
+struct Recorder(Option<AuditLog>);
+
+impl Recorder {
+    fn record(&mut self, event: &str, fields: Map<String, Value>) -> bool {
+        match self.0.as_mut().map(|log| log.append(event, fields)) {
+            None | Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                eprintln!("warden: error: cannot append {event} to the audit log: {e}");
+                false
+            }
+        }
+    }
+}
+
+fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &mut Recorder) -> i32 {
+    let policy = &prepared.resolved.policy;
+    let refuse = |audit: &mut Recorder, reason: String| {
+        audit.record("run.refused", fields([("reason", json!(reason)), ("argv", json!(args.command))]));
+        EXIT_WARDEN
+    };
+    if policy.net == NetMode::Allowlist {
+        let msg = "--net allowlist (and the net-read-only / workspace-net profiles) is not available yet: \
+                   the egress proxy has not landed. Use --net none, or --net host to accept full network access";
+        fail(msg);
+        return refuse(audit, msg.into());
+    }
     if !prepared.degraded.is_empty() {
+        let layers: Vec<&str> = prepared.degraded.iter().map(|d| d.layer).collect();
         if !policy.allow_degraded {
             for d in &prepared.degraded {
                 eprintln!("warden: error: cannot enforce the {} layer: {}", d.layer, d.why);
             }
             eprintln!("warden: refusing to run with a weaker sandbox than the profile promises; pass --allow-degraded to accept this on purpose");
-            return EXIT_WARDEN;
+            return refuse(audit, format!("cannot enforce: {}", layers.join(", ")));
         }
         for d in &prepared.degraded {
             eprintln!("warden: warning: running without the {} layer (--allow-degraded): {}", d.layer, d.why);
         }
+        let why: Vec<&str> = prepared.degraded.iter().map(|d| d.why.as_str()).collect();
+        audit.record("policy.degraded", fields([("layers", json!(layers)), ("why", json!(why))]));
     }
     print_risk_warnings(policy);
     if let Err(code) = confirm_outside_writes(policy, args.yes) {
-        return code;
+        return refuse(audit, "writable paths outside the workdir were not confirmed".into()).max(code);
     }
     if args.verbose {
-        crate::explain::print_layers(&prepared, &mut std::io::stderr());
+        crate::explain::print_layers(prepared, &mut std::io::stderr());
+    }
+    let start_fields = fields([
+        ("profile", json!(policy.profile.name())),
+        ("policy_digest", json!(policy.digest())),
+        ("argv", json!(args.command)),
+        ("workdir", json!(policy.workdir)),
+        ("uid", json!(sys::getuid())),
+        ("net", json!(policy.net.name())),
+        ("degraded", json!(prepared.degraded.iter().map(|d| d.layer).collect::<Vec<_>>())),
+    ]);
+    if !audit.record("run.start", start_fields) {
+        eprintln!(
+            "warden: the command did not run: it could not be recorded (pass --no-audit to run without a record)"
+        );
+        return EXIT_WARDEN;
     }
     let timeout = policy.limits.timeout_secs.map(Duration::from_secs);
     let mut report = match launch::run(&prepared.plan, timeout) {
@@ -128,9 +187,18 @@ pub fn run(args: RunArgs) -> i32 {
                     "warden: the command did not run. --allow-degraded runs it with Landlock and seccomp only \
                      (no private /tmp, /dev, /proc; no pid, ipc, uts or network namespace)"
                 );
+                record_exit(audit, &report);
                 return EXIT_WARDEN;
             }
-            report = match run_degraded(&prepared, layer, detail, timeout) {
+            audit.record(
+                "policy.degraded",
+                fields([
+                    ("layers", json!([layer, "mount namespace", "pid namespace", "network namespace"])),
+                    ("why", json!([detail])),
+                    ("mode", json!("landlock and seccomp only")),
+                ]),
+            );
+            report = match run_degraded(prepared, layer, detail, timeout) {
                 Ok(r) => r,
                 Err(code) => return code,
             };
@@ -153,6 +221,7 @@ pub fn run(args: RunArgs) -> i32 {
         }
         Outcome::Finished(_) => {}
     }
+    record_exit(audit, &report);
     if args.verbose {
         eprintln!(
             "warden: exit {} after {:.3}s, peak RSS {} KiB",
@@ -162,6 +231,61 @@ pub fn run(args: RunArgs) -> i32 {
         );
     }
     report.outcome.exit_code()
+}
+
+fn record_exit(audit: &mut Recorder, report: &launch::Report) {
+    let mut f = fields([
+        ("exit_code", json!(report.outcome.exit_code())),
+        ("duration_ms", json!(u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX))),
+        ("peak_rss_kib", json!(report.peak_rss_kib)),
+    ]);
+    let outcome = match &report.outcome {
+        Outcome::Finished(CommandStatus::Exited(_)) => "exited",
+        Outcome::Finished(CommandStatus::Signaled(sig)) => {
+            f.insert("signal".into(), json!(sig));
+            "signaled"
+        }
+        Outcome::TimedOut => "timed-out",
+        Outcome::SetupFailed { layer, detail } => {
+            f.insert("layer".into(), json!(layer));
+            f.insert("detail".into(), json!(detail));
+            "setup-failed"
+        }
+        Outcome::ExecFailed { program, errno } => {
+            f.insert("program".into(), json!(program));
+            f.insert("errno".into(), json!(errno.0));
+            "exec-failed"
+        }
+    };
+    f.insert("outcome".into(), json!(outcome));
+    audit.record("run.exit", f);
+}
+
+/// warden's audit log directory and key file are masked in every profile but `trusted`, so the
+/// command can neither read nor alter the record of what it did (even under a writable parent).
+fn hide_audit_state(policy: &mut warden_policy::Policy) -> Result<(), String> {
+    if policy.profile.everything_writable() {
+        return Ok(());
+    }
+    let audit = &policy.audit;
+    if let Some(dir) = audit.path.as_ref().and_then(|p| p.parent()) {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if policy.workdir.starts_with(&dir) {
+            return Err(format!(
+                "the audit log directory {} contains the workdir {}: the sandbox must not see the log. \
+                 Choose another place with --audit-log PATH",
+                dir.display(),
+                policy.workdir.display()
+            ));
+        }
+        policy.deny_read.push(dir);
+    }
+    if let Some(key) = &audit.key_file {
+        policy.deny_read.push(key.clone());
+    }
+    policy.deny_read.sort();
+    policy.deny_read.dedup();
+    Ok(())
 }
 
 /// The `--allow-degraded` fallback when no namespace can be made (see `plan::compile_degraded`).

@@ -94,6 +94,25 @@ pub struct WardenConfig {
     pub env: EnvConfig,
     /// `[limits]`, already range-checked.
     pub limits: Limits,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+}
+
+/// The `[audit]` table of warden's config (validated types; defaults applied by `resolve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditConfig {
+    /// `enabled`.
+    pub enabled: Option<bool>,
+    /// `path`.
+    pub path: Option<ConfigPath>,
+    /// `fsync`: one of `always`, `batch`, `never`.
+    pub fsync: Option<String>,
+    /// `max_bytes` (integer or size string; 0 means never rotate).
+    pub max_bytes: Option<u64>,
+    /// `keep`.
+    pub keep: Option<u32>,
+    /// `key_file`.
+    pub key_file: Option<ConfigPath>,
 }
 
 /// The parts of Codex's `config.toml` that warden honours.
@@ -291,6 +310,16 @@ impl<'a> Section<'a> {
             .collect()
     }
 
+    /// One path (`~/` and relative paths expanded like `paths`).
+    fn single_path(&self, key: &str) -> Result<Option<ConfigPath>, PolicyError> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some((raw, node)) => expand_config_path(raw, &self.ctx.base, self.ctx.home)
+                .map(|path| Some(ConfigPath { path, line: self.ctx.line(node) }))
+                .map_err(|m| self.value_err(key, node, m)),
+        }
+    }
+
     /// A non-negative integer, or with `sizes`, also a size string such as `"64M"`.
     fn count(&self, key: &str, sizes: bool) -> Result<Option<(u64, &'a Node)>, PolicyError> {
         let Some(node) = self.get(key) else {
@@ -361,7 +390,7 @@ impl WardenConfig {
             &ctx,
             "the top-level table".to_owned(),
             &root,
-            &["profile", "filesystem", "network", "env", "limits"],
+            &["profile", "filesystem", "network", "env", "limits", "audit"],
         )?;
 
         if let Some(node) = top.get("profile") {
@@ -434,6 +463,28 @@ impl WardenConfig {
                 max_procs: limits.limit("max_procs", "max_procs", false)?,
                 max_file_size: limits.limit("max_file_size", "max_file_size", true)?,
             };
+        }
+        if let Some(audit) = top.child("audit", Some(&["enabled", "path", "fsync", "max_bytes", "keep", "key_file"]))? {
+            cfg.audit.enabled = audit.boolean("enabled")?;
+            cfg.audit.path = audit.single_path("path")?;
+            cfg.audit.key_file = audit.single_path("key_file")?;
+            if let Some((mode, node)) = audit.string("fsync")? {
+                if !crate::policy::AUDIT_FSYNC_MODES.contains(&mode) {
+                    return Err(audit.value_err(
+                        "fsync",
+                        node,
+                        format!("invalid value {mode:?} (accepted: always, batch, never)"),
+                    ));
+                }
+                cfg.audit.fsync = Some(mode.to_owned());
+            }
+            cfg.audit.max_bytes = audit.count("max_bytes", true)?.map(|(v, _)| v);
+            if let Some((keep, node)) = audit.count("keep", false)? {
+                let keep = u32::try_from(keep).ok().filter(|k| (1..=1000).contains(k)).ok_or_else(|| {
+                    audit.value_err("keep", node, format!("{keep} is out of range (accepted: 1..=1000)"))
+                })?;
+                cfg.audit.keep = Some(keep);
+            }
         }
         Ok((cfg, warnings))
     }
@@ -664,7 +715,7 @@ max_file_size = 1048576
         );
         assert_eq!(
             err("\n\nprofiles = \"offline\"\n"),
-            "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits)"
+            "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits, audit)"
         );
         assert_eq!(
             err("[network]\nmode = \"none\"\nallow = []\n"),

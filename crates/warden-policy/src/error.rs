@@ -207,4 +207,10 @@ pub enum PolicyError {
         /// serde_json's message.
         message: String,
     },
+    /// Auditing is on but there is no place for the log.
+    #[error(
+        "cannot place the audit log: neither XDG_STATE_HOME nor HOME is set; pass --audit-log PATH, \
+         set [audit] path, or disable auditing on purpose with --no-audit"
+    )]
+    AuditPath,
 }

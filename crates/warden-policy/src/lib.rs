@@ -21,12 +21,12 @@ pub mod resolve;
 pub mod size;
 mod toml_tree;
 
-pub use config::{CodexConfig, ConfigPath, ConfigWarning, EnvConfig, WardenConfig};
+pub use config::{AuditConfig, CodexConfig, ConfigPath, ConfigWarning, EnvConfig, WardenConfig};
 pub use env::{glob_match, EnvPolicy, CORE_ENV_VARS, DEFAULT_ENV_EXCLUDES};
 pub use error::{Location, PolicyError};
 pub use paths::DEFAULT_MASKS;
-pub use policy::{Limits, Policy, DEFAULT_PROTECTED_NAMES};
+pub use policy::{AuditSettings, Limits, Policy, AUDIT_FSYNC_MODES, DEFAULT_PROTECTED_NAMES};
 pub use profile::{EnvInherit, NetMode, ParseEnumError, Profile};
 pub use quote::toml_quote;
-pub use resolve::{resolve, HostContext, PolicyOptions, Resolved};
+pub use resolve::{default_audit_path, resolve, HostContext, PolicyOptions, Resolved};
 pub use size::parse_size;

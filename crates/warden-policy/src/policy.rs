@@ -84,8 +84,36 @@ pub struct Policy {
     pub limits: Limits,
     /// Whether layers that cannot be enforced may be skipped (audited).
     pub allow_degraded: bool,
+    /// Where and how `warden` records what it does.
+    pub audit: AuditSettings,
     /// Where each setting came from, for `warden explain`: `(setting, source)`.
     pub sources: Vec<(String, String)>,
+}
+
+/// Durability of audit records (`[audit] fsync`).
+pub const AUDIT_FSYNC_MODES: &[&str] = &["always", "batch", "never"];
+/// Rotate the audit log past this size unless `[audit] max_bytes` says otherwise.
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 << 20;
+/// Rotated audit files kept unless `[audit] keep` says otherwise.
+pub const DEFAULT_AUDIT_KEEP: u32 = 8;
+
+/// The audit log settings: `--audit-log`, `--no-audit`, `--audit-key-file` over `[audit]` over
+/// defaults. Disabling needs an explicit `--no-audit` or `enabled = false`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSettings {
+    /// Whether records are written at all.
+    pub enabled: bool,
+    /// The log file (absolute): `$XDG_STATE_HOME/warden/audit.jsonl`, else
+    /// `~/.local/state/warden/audit.jsonl`. `None` only when disabled.
+    pub path: Option<PathBuf>,
+    /// One of [`AUDIT_FSYNC_MODES`].
+    pub fsync: String,
+    /// Rotate when the file reaches this many bytes (`None`: never).
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept.
+    pub keep: u32,
+    /// HMAC key file (keyed chain), absolute.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Policy {
@@ -129,6 +157,14 @@ mod tests {
             env: EnvPolicy::default(),
             limits: Limits::default(),
             allow_degraded: false,
+            audit: AuditSettings {
+                enabled: true,
+                path: Some("/home/u/.local/state/warden/audit.jsonl".into()),
+                fsync: "batch".into(),
+                max_bytes: None,
+                keep: 1,
+                key_file: None,
+            },
             sources: vec![("profile".into(), "--profile".into())],
         }
     }

@@ -19,7 +19,9 @@ use crate::config::{CodexConfig, ConfigPath, WardenConfig};
 use crate::env::EnvPolicy;
 use crate::error::{Location, PolicyError};
 use crate::paths::{absolutize, default_masks, is_within, mask_variants, normalize, system_homes};
-use crate::policy::{check_limit, Limits, Policy, DEFAULT_PROTECTED_NAMES};
+use crate::policy::{
+    check_limit, AuditSettings, Limits, Policy, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_PROTECTED_NAMES,
+};
 use crate::profile::{EnvInherit, NetMode, Profile, PROFILE_NAMES};
 
 /// What the command line gave; everything optional, empty = not given.
@@ -64,6 +66,12 @@ pub struct PolicyOptions {
     pub codex_config: Option<PathBuf>,
     /// `--allow-degraded`.
     pub allow_degraded: bool,
+    /// `--audit-log PATH`.
+    pub audit_log: Option<PathBuf>,
+    /// `--no-audit`.
+    pub no_audit: bool,
+    /// `--audit-key-file FILE`.
+    pub audit_key_file: Option<PathBuf>,
 }
 
 /// warden's own process context.
@@ -417,6 +425,11 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         max_file_size: limit("max_file_size", "--max-file-size", opts.max_file_size, wl.max_file_size)?,
     };
 
+    let audit = resolve_audit(opts, host, &cwd, warden.as_ref())?;
+    if audit.enabled {
+        src("audit", &audit.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+    }
+
     let policy = Policy {
         profile,
         workdir,
@@ -435,10 +448,49 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         env: EnvPolicy { inherit, ignore_default_excludes, exclude, set, include_only },
         limits,
         allow_degraded: opts.allow_degraded,
+        audit,
         sources,
     };
     serde_json::to_vec(&policy).map_err(|e| PolicyError::Unserializable { message: e.to_string() })?;
     Ok(Resolved { policy, warnings })
+}
+
+/// The default audit log location (whether or not it exists).
+pub fn default_audit_path(host: &HostContext) -> Option<PathBuf> {
+    host.abs_var("XDG_STATE_HOME")
+        .map(|x| x.join("warden/audit.jsonl"))
+        .or_else(|| host.home.as_ref().map(|h| h.join(".local/state/warden/audit.jsonl")))
+}
+
+fn resolve_audit(
+    opts: &PolicyOptions,
+    host: &HostContext,
+    cwd: &Path,
+    warden: Option<&WardenConfig>,
+) -> Result<AuditSettings, PolicyError> {
+    let cfg = warden.map(|w| w.audit.clone()).unwrap_or_default();
+    let enabled = !opts.no_audit && cfg.enabled.unwrap_or(true);
+    let path = match (&opts.audit_log, &cfg.path) {
+        (Some(p), _) => Some(absolutize(cwd, p)),
+        (None, Some(p)) => Some(p.path.clone()),
+        (None, None) => default_audit_path(host),
+    };
+    if enabled && path.is_none() {
+        return Err(PolicyError::AuditPath);
+    }
+    let key_file = opts.audit_key_file.as_ref().map(|p| absolutize(cwd, p)).or(cfg.key_file.map(|p| p.path));
+    Ok(AuditSettings {
+        enabled,
+        path: if enabled { path } else { None },
+        fsync: cfg.fsync.unwrap_or_else(|| "batch".to_owned()),
+        max_bytes: match cfg.max_bytes {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(DEFAULT_AUDIT_MAX_BYTES),
+        },
+        keep: cfg.keep.unwrap_or(DEFAULT_AUDIT_KEEP),
+        key_file,
+    })
 }
 
 fn config_path_str(w: &Option<WardenConfig>) -> String {
@@ -876,5 +928,62 @@ mod tests {
         assert_eq!(a.digest(), b.digest());
         let c = run(&PolicyOptions { net: Some(NetMode::Host), ..PolicyOptions::default() }, &f.host(&[])).policy;
         assert_ne!(a.digest(), c.digest());
+    }
+
+    #[test]
+    fn audit_defaults_and_overrides() {
+        let f = Fixture::new();
+        let p = run(&PolicyOptions::default(), &f.host(&[])).policy;
+        assert!(p.audit.enabled);
+        assert_eq!(p.audit.path, Some(f.home.join(".local/state/warden/audit.jsonl")));
+        assert_eq!((p.audit.fsync.as_str(), p.audit.keep), ("batch", DEFAULT_AUDIT_KEEP));
+        assert_eq!(p.audit.max_bytes, Some(DEFAULT_AUDIT_MAX_BYTES));
+        let state = f.root.join("state").display().to_string();
+        let p = run(&PolicyOptions::default(), &f.host(&[("XDG_STATE_HOME", &state)])).policy;
+        assert_eq!(p.audit.path, Some(f.root.join("state/warden/audit.jsonl")));
+        let opts = PolicyOptions { audit_log: Some("logs/a.jsonl".into()), ..PolicyOptions::default() };
+        assert_eq!(run(&opts, &f.host(&[])).policy.audit.path, Some(f.proj.join("logs/a.jsonl")));
+        let opts = PolicyOptions { no_audit: true, ..PolicyOptions::default() };
+        let p = run(&opts, &f.host(&[])).policy;
+        assert!(!p.audit.enabled && p.audit.path.is_none());
+    }
+
+    #[test]
+    fn audit_config_table() {
+        let f = Fixture::new();
+        let cfg = f.write(
+            "w.toml",
+            "[audit]\npath = \"logs/audit.jsonl\"\nfsync = \"always\"\nmax_bytes = \"1M\"\nkeep = 3\nkey_file = \"~/k\"\n",
+        );
+        let opts = PolicyOptions { config: Some(cfg.clone()), ..PolicyOptions::default() };
+        let a = run(&opts, &f.host(&[])).policy.audit;
+        assert_eq!(a.path, Some(f.root.join("logs/audit.jsonl")));
+        assert_eq!((a.fsync.as_str(), a.max_bytes, a.keep), ("always", Some(1 << 20), 3));
+        assert_eq!(a.key_file, Some(f.home.join("k")));
+        let off = f.write("off.toml", "[audit]\nenabled = false\n");
+        let opts = PolicyOptions { config: Some(off), ..PolicyOptions::default() };
+        assert!(!run(&opts, &f.host(&[])).policy.audit.enabled);
+        let never = f.write("never.toml", "[audit]\nmax_bytes = 0\n");
+        let opts = PolicyOptions { config: Some(never), ..PolicyOptions::default() };
+        assert_eq!(run(&opts, &f.host(&[])).policy.audit.max_bytes, None);
+        for (name, body, needle) in [
+            ("bad1.toml", "[audit]\nfsync = \"sometimes\"\n", ":2: key \"fsync\" in [audit]"),
+            ("bad2.toml", "[audit]\nkeep = 0\n", "out of range"),
+            ("bad3.toml", "[audit]\nrotate = true\n", "unknown key \"rotate\""),
+        ] {
+            let bad = f.write(name, body);
+            let opts = PolicyOptions { config: Some(bad), ..PolicyOptions::default() };
+            let e = resolve(&opts, &f.host(&[])).expect_err(name).to_string();
+            assert!(e.contains(needle), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn audit_without_a_home_needs_a_path() {
+        let f = Fixture::new();
+        let host = HostContext { cwd: f.proj.clone(), home: None, env: vec![] };
+        assert!(matches!(resolve(&PolicyOptions::default(), &host), Err(PolicyError::AuditPath)));
+        let opts = PolicyOptions { no_audit: true, ..PolicyOptions::default() };
+        assert!(resolve(&opts, &host).is_ok());
     }
 }

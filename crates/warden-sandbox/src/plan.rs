@@ -415,6 +415,7 @@ mod tests {
 
     pub(crate) fn test_policy() -> Policy {
         let host = warden_policy::HostContext { cwd: std::env::temp_dir(), home: None, env: vec![] };
-        warden_policy::resolve(&warden_policy::PolicyOptions::default(), &host).expect("default policy").policy
+        let opts = warden_policy::PolicyOptions { no_audit: true, ..Default::default() };
+        warden_policy::resolve(&opts, &host).expect("default policy").policy
     }
 }

@@ -162,7 +162,8 @@ impl Warden {
 }
 
 /// A `Command` for `program` without warden's own `WARDEN_*` variables (so no user setting leaks
-/// into a test), except `WARDEN_BIN`.
+/// into a test), except `WARDEN_BIN`, and with `XDG_STATE_HOME` pointing at [`test_state_home`]
+/// so that tests never append to the real audit log of whoever runs them.
 pub fn scrubbed_command(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
     for (k, _) in std::env::vars_os() {
@@ -171,7 +172,21 @@ pub fn scrubbed_command(program: impl AsRef<OsStr>) -> Command {
             cmd.env_remove(&k);
         }
     }
+    cmd.env("XDG_STATE_HOME", test_state_home());
     cmd
+}
+
+/// A state directory shared by the tests of this process (warden's default audit log goes to
+/// `<it>/warden/audit.jsonl`).
+pub fn test_state_home() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::var_os("WARDEN_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let d = base.join(format!("warden-test-state-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("test state dir");
+        d
+    })
+    .clone()
 }
 
 /// Runs any command with stdin from /dev/null and a bounded wait, capturing its output like

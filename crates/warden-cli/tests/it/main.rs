@@ -26,6 +26,7 @@ macro_rules! non_root_only {
     };
 }
 
+mod audit;
 mod cli;
 mod degraded;
 mod env;

@@ -1,0 +1,252 @@
+//! Redaction of home directories and secrets, applied to every string before it is written.
+//!
+//! Guarantees: each shape listed below is replaced wherever it occurs in a string, also inside
+//! words and across lines (PEM blocks); text that contains none of the trigger shapes is returned
+//! borrowed and unchanged. Redaction errs towards removing too much: a word such as
+//! `disk-Cache2-for-the-build-dir` matches the `sk-` shape and is cut. It is pattern-based: a secret
+//! of a shape not listed here (a bare random password) passes through.
+//!
+//! Shapes: `/home/USER`, `/Users/USER`, `C:\Users\USER` (any drive letter, any case) → `[USER]`;
+//! `sk-…` and `sk-proj-…` (20+ characters after `sk-`, at least one digit or capital), `ghp_`,
+//! `gho_`, `ghu_`, `ghs_`, `ghr_` (20+), `github_pat_` (20+), `xoxa-`/`xoxb-`/`xoxp-`/`xoxr-`/`xoxs-`
+//! (6+), `AKIA`/`ASIA` + 16 capitals or digits, PEM private-key blocks (to the END line, or to the end
+//! of the string when it is cut off) → `[REDACTED]`; `Bearer TOKEN` → `Bearer [REDACTED]`; the value
+//! after `Authorization:` or `authorization=` (to the end of the line or a quote) →
+//! `[REDACTED]`; the values of `password=`, `passwd=`, `pwd=`, `token=`, `secret=`, `api_key=`,
+//! `apikey=`, `access_token=` (to `&`, whitespace or a quote; also as suffixes, e.g.
+//! `client_secret=`) → `[REDACTED]`; URL userinfo `scheme://user:pass@` → `scheme://[REDACTED]@`.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::{Captures, Regex, RegexSet};
+use serde_json::{Map, Value};
+
+/// What replaces a match.
+#[derive(Clone, Copy)]
+enum Replace {
+    /// The whole match becomes `[REDACTED]`.
+    Whole,
+    /// Capture group 1 is kept, the rest becomes `[REDACTED]`.
+    KeepPrefix,
+    /// Like `KeepPrefix`, with a space between (for `Bearer`).
+    KeepWord,
+    /// Capture group 1 is kept, the rest becomes `[USER]`.
+    User,
+    /// URL userinfo: capture group 1 (the scheme) is kept, then `[REDACTED]@`.
+    UserInfo,
+    /// `sk-` keys: redact only if the part after `sk-` has a digit or a capital letter.
+    SkKey,
+}
+
+/// In application order: the PEM block and header values first, since they swallow tokens.
+const RULES: [(&str, Replace); 10] = [
+    (r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)", Replace::Whole),
+    (r#"(?i:(authorization["']?[ \t]*[:=][ \t]*["']?))[^\r\n"']+"#, Replace::KeepPrefix),
+    (r"(?i:(bearer))[ \t]+[A-Za-z0-9._~+/=-]+", Replace::KeepWord),
+    (r"sk-[A-Za-z0-9_-]{20,}", Replace::SkKey),
+    (r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}", Replace::Whole),
+    (r"xox[abprs]-[A-Za-z0-9-]{6,}", Replace::Whole),
+    (r"(?:AKIA|ASIA)[A-Z0-9]{16,}", Replace::Whole),
+    (r#"(?i:((?:password|passwd|pwd|access_token|token|secret|api_key|apikey)=))[^&\s"']+"#, Replace::KeepPrefix),
+    (r#"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@"']*:[^/\s"']*@"#, Replace::UserInfo),
+    (r#"(/home/|/Users/|[A-Za-z]:\\(?i:users)\\)[^/\\\s"':;,\[]+"#, Replace::User),
+];
+
+struct Compiled {
+    /// All rules as one alternation: the fast check for the common case, nothing to do.
+    any: Regex,
+    /// All rules in one automaton: which of them occur, in one pass over the string.
+    set: RegexSet,
+    rules: Vec<(Regex, Replace)>,
+}
+
+#[allow(clippy::expect_used)] // The patterns are constants; `redacts_every_shape` compiles them.
+static COMPILED: LazyLock<Compiled> = LazyLock::new(|| Compiled {
+    any: Regex::new(&RULES.iter().map(|(p, _)| format!("(?:{p})")).collect::<Vec<_>>().join("|"))
+        .expect("redaction patterns compile"),
+    set: RegexSet::new(RULES.iter().map(|(p, _)| p)).expect("redaction patterns compile"),
+    rules: RULES.iter().map(|(p, r)| (Regex::new(p).expect("redaction pattern compiles"), *r)).collect(),
+});
+
+fn replace(kind: Replace, caps: &Captures<'_>) -> String {
+    let all = &caps[0];
+    let g1 = caps.get(1).map_or("", |m| m.as_str());
+    match kind {
+        Replace::Whole => "[REDACTED]".to_owned(),
+        Replace::KeepPrefix => format!("{g1}[REDACTED]"),
+        Replace::KeepWord => format!("{g1} [REDACTED]"),
+        Replace::User => format!("{g1}[USER]"),
+        Replace::UserInfo => format!("{g1}[REDACTED]@"),
+        Replace::SkKey => {
+            if all[3..].bytes().any(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) {
+                "[REDACTED]".to_owned()
+            } else {
+                all.to_owned()
+            }
+        }
+    }
+}
+
+/// Redacts one string. Borrowed when nothing was replaced.
+pub fn redact_str(s: &str) -> Cow<'_, str> {
+    let c = &*COMPILED;
+    if !c.any.is_match(s) {
+        return Cow::Borrowed(s);
+    }
+    let mut hits = c.set.matches(s);
+    let mut out = s.to_owned();
+    // Apply the rules that occur, in order; then look again, in case a replacement joined text
+    // into a new match. Replacements are fixed points, so this ends after one or two rounds.
+    for _ in 0..4 {
+        let mut changed = false;
+        for i in hits.iter() {
+            let (re, kind) = &c.rules[i];
+            if let Cow::Owned(new) = re.replace_all(&out, |caps: &Captures<'_>| replace(*kind, caps)) {
+                if new != out {
+                    out = new;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+        hits = c.set.matches(&out);
+    }
+    if out == s {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(out)
+    }
+}
+
+/// Redacts every string in `v`: values, object keys, nested arrays and objects. When redaction
+/// makes two keys of one object equal, the later one (in key order) gets a `_2`, `_3`, ... suffix
+/// so that nothing is lost.
+pub fn redact_value(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            if let Cow::Owned(new) = redact_str(s) {
+                *s = new;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_value),
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (k, mut item) in old {
+                redact_value(&mut item);
+                let k = match redact_str(&k) {
+                    Cow::Borrowed(_) => k,
+                    Cow::Owned(new) => new,
+                };
+                let k = unique_key(map, k);
+                map.insert(k, item);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// `base`, or `base_2`, `base_3`, ... whichever is not yet a key of `map`.
+pub(crate) fn unique_key(map: &Map<String, Value>, base: String) -> String {
+    if !map.contains_key(&base) {
+        return base;
+    }
+    (2u64..).map(|n| format!("{base}_{n}")).find(|k| !map.contains_key(k)).unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> String {
+        redact_str(s).into_owned()
+    }
+
+    #[test]
+    fn redacts_every_shape() {
+        let cases = [
+            ("/home/alice/x", "/home/[USER]/x"),
+            ("cd /home/alice", "cd /home/[USER]"),
+            ("/Users/bob/Library/x", "/Users/[USER]/Library/x"),
+            (r"C:\Users\carol\AppData", r"C:\Users\[USER]\AppData"),
+            (r"c:\users\carol\x", r"c:\users\[USER]\x"),
+            ("key=sk-abcdefghijklmnopqrstuvwxyz0123456789ABCD end", "key=[REDACTED] end"),
+            ("sk-proj-Abc_def-ghi0123456789xyzXYZ", "[REDACTED]"),
+            ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "[REDACTED]"),
+            ("gho_0123456789abcdefghijABCDEFGHIJ012345 x", "[REDACTED] x"),
+            (
+                "ghu_0123456789abcdefghijK ghs_0123456789abcdefghijK ghr_0123456789abcdefghijK",
+                "[REDACTED] [REDACTED] [REDACTED]",
+            ),
+            ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "[REDACTED]"),
+            ("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "[REDACTED]"),
+            ("xoxp-1-2-3-abcdef", "[REDACTED]"),
+            ("AKIAIOSFODNN7EXAMPLE", "[REDACTED]"),
+            ("id=ASIAABCDEFGHIJKLMNOP;", "id=[REDACTED];"),
+            ("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig", "Bearer [REDACTED]"),
+            ("curl -H 'Authorization: Basic dXNlcjpwYXNz' x", "curl -H 'Authorization: [REDACTED]' x"),
+            ("authorization=abc def\nnext", "authorization=[REDACTED]\nnext"),
+            (r#"{"Authorization": "token abc"}"#, r#"{"Authorization": "[REDACTED]"}"#),
+            ("a\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nabc\n-----END RSA PRIVATE KEY-----\nb", "a\n[REDACTED]\nb"),
+            ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn", "[REDACTED]"),
+            ("-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----", "[REDACTED]"),
+            ("https://x/?password=hunter2&user=a", "https://x/?password=[REDACTED]&user=a"),
+            ("passwd=p pwd=q token=t secret=s", "passwd=[REDACTED] pwd=[REDACTED] token=[REDACTED] secret=[REDACTED]"),
+            (
+                "api_key=1&apikey=2&access_token=3&client_secret=4",
+                "api_key=[REDACTED]&apikey=[REDACTED]&access_token=[REDACTED]&client_secret=[REDACTED]",
+            ),
+            ("PASSWORD=Hunter2", "PASSWORD=[REDACTED]"),
+            ("git clone https://user:pa55@github.com/o/r", "git clone https://[REDACTED]@github.com/o/r"),
+            ("postgres://admin:s3cr@t@db:5432/x", "postgres://[REDACTED]@db:5432/x"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(r(input), want, "input {input:?}");
+            // Idempotent: redacting again changes nothing.
+            assert!(matches!(redact_str(want), Cow::Borrowed(_)), "not a fixed point: {want:?} -> {:?}", r(want));
+        }
+    }
+
+    #[test]
+    fn leaves_near_misses_alone() {
+        for s in [
+            "disk-cache-directory-for-the-build",
+            "sk-short",
+            "ssh://git@github.com/o/r",
+            "https://example.com:8080/path",
+            "/home",
+            "AKIA lowercase",
+            "tokens are counted",
+            "the password is long",
+            "ghp_short",
+            "",
+        ] {
+            assert!(matches!(redact_str(s), Cow::Borrowed(_)), "{s:?} -> {:?}", r(s));
+        }
+    }
+
+    #[test]
+    fn redacts_keys_and_nested_values() {
+        let mut v = serde_json::json!({
+            "/home/alice/k": {"inner": ["/home/bob/y", {"Bearer abcdefgh": "token=zz"}]},
+            "n": 1,
+        });
+        redact_value(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "/home/[USER]/k": {"inner": ["/home/[USER]/y", {"Bearer [REDACTED]": "token=[REDACTED]"}]},
+                "n": 1,
+            })
+        );
+    }
+
+    #[test]
+    fn colliding_keys_are_kept_apart() {
+        let mut v = serde_json::json!({"/home/alice": 1, "/home/bob": 2});
+        redact_value(&mut v);
+        assert_eq!(v, serde_json::json!({"/home/[USER]": 1, "/home/[USER]_2": 2}));
+    }
+}
