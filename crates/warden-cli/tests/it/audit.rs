@@ -154,3 +154,58 @@ fn warnings_refusals_and_keyed_logs_are_recorded() {
         .success()
         .stdout_has("HMAC");
 }
+
+#[test]
+fn show_filters_by_time_session_and_event() {
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    run_logged(&s, &log, &[], &["true"]).success();
+    run_logged(&s, &log, &[], &["true"]).success();
+    let sessions: Vec<String> = events(&log).iter().map(|e| e["session"].as_str().unwrap_or("").to_owned()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    audit(&log, &["show", "--since", "1h"]).success().stdout_has(&format!("{:>7}", 4));
+    let none = audit(&log, &["show", "--since", "0s"]);
+    none.success();
+    assert!(none.stdout.trim().is_empty(), "nothing is newer than now: {}", none.stdout);
+    let first = audit(&log, &["show", "--json", "--session", &sessions[0][..8]]);
+    assert_eq!(first.stdout.lines().count(), 2, "{}", first.stdout);
+    assert!(first.stdout.lines().all(|l| l.contains(&sessions[0])));
+    audit(&log, &["show", "--since", "5x"]).code(2).stderr_has("accepted: s, m, h, d");
+}
+
+#[test]
+fn tail_follow_prints_new_records() {
+    use std::io::{BufRead, BufReader};
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    run_logged(&s, &log, &[], &["true"]).success();
+    let mut child = warden_testkit::scrubbed_command(crate::warden_path())
+        .args(["audit", "tail", "-f", "-n", "0", "--json", "--audit-log"])
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tail -f");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    run_logged(&s, &log, &[], &["sh", "-c", "exit 5"]).code(5);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && !seen.iter().any(|l: &String| l.contains("\"exit_code\":5")) {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            seen.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.iter().any(|l| l.contains("run.start")), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("\"exit_code\":5")), "{seen:?}");
+    assert!(!seen.iter().any(|l| l.contains("\"seq\":1,")), "-n 0 prints no old record: {seen:?}");
+}
