@@ -35,6 +35,13 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check what this kernel can enforce; exit 1 if the `offline` profile cannot be enforced.
     Doctor(DoctorArgs),
+    /// Run the domain-allowlist egress proxy on its own (e.g. in front of a container).
+    ///
+    /// Examples:
+    ///   warden egress --allow-domain pypi.org --allow-domain '*.pythonhosted.org'
+    ///   warden egress --listen 127.0.0.1:8080 --socks-listen 127.0.0.1:1080 --config proxy.toml
+    #[command(verbatim_doc_comment)]
+    Egress(EgressArgs),
     /// Verify, show or follow the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -84,6 +91,34 @@ pub enum AuditCommand {
         #[command(flatten)]
         log: AuditLogArgs,
     },
+}
+
+/// `warden egress`.
+#[derive(Debug, Args)]
+pub struct EgressArgs {
+    /// HTTP and CONNECT proxy address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3128")]
+    pub listen: String,
+    /// Also serve SOCKS5 (CONNECT, for ALL_PROXY=socks5h://...) on this address
+    #[arg(long, value_name = "ADDR")]
+    pub socks_listen: Option<String>,
+    #[command(flatten)]
+    pub rules: NetworkArgs,
+    /// warden config file ([network] rules and [audit])
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Audit log file
+    #[arg(long, value_name = "PATH", help_heading = "Audit")]
+    pub audit_log: Option<PathBuf>,
+    /// Do not write audit records
+    #[arg(long, conflicts_with = "audit_log", help_heading = "Audit")]
+    pub no_audit: bool,
+    /// HMAC key for the audit chain
+    #[arg(long, value_name = "FILE", help_heading = "Audit")]
+    pub audit_key_file: Option<PathBuf>,
+    /// Print every decision on stderr
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Which log the audit subcommands read.
@@ -146,6 +181,48 @@ fn parse_size(s: &str) -> Result<u64, String> {
     warden_policy::parse_size(s)
 }
 
+/// Egress rules (for `--net allowlist`, the `*-net` profiles and `warden egress`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct NetworkArgs {
+    /// Allow connections to DOMAIN through the egress proxy (--net allowlist): `example.com` (that
+    /// name only), `*.example.com` (subdomains only), `*` (any public host), optionally `:PORT`
+    #[arg(long, value_name = "DOMAIN", help_heading = "Network")]
+    pub allow_domain: Vec<String>,
+    /// Deny DOMAIN even if an allow rule matches (deny wins)
+    #[arg(long, value_name = "DOMAIN", help_heading = "Network")]
+    pub deny_domain: Vec<String>,
+    /// Allow this port besides 80 and 443 for every allowed domain
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), help_heading = "Network")]
+    pub allow_port: Vec<u16>,
+    /// Allow IP literals in CIDR (by default an IP address as destination is refused)
+    #[arg(long, value_name = "CIDR", help_heading = "Network")]
+    pub allow_cidr: Vec<String>,
+    /// Let allowed names resolve to addresses in CIDR although it is private, loopback or
+    /// link-local (the SSRF guard refuses those otherwise); audited
+    #[arg(long, value_name = "CIDR", help_heading = "Network")]
+    pub allow_private: Vec<String>,
+    /// Resolve NAME to IP instead of asking DNS (like curl --resolve), e.g. pypi.local:10.0.0.5
+    #[arg(long, value_name = "NAME:IP", help_heading = "Network")]
+    pub resolve: Vec<String>,
+}
+
+impl NetworkArgs {
+    pub fn to_rules(&self) -> warden_policy::NetworkRules {
+        warden_policy::NetworkRules {
+            allow: self
+                .allow_domain
+                .iter()
+                .map(|d| warden_policy::AllowRule { pattern: d.clone(), expires: None })
+                .collect(),
+            deny: self.deny_domain.clone(),
+            allow_ports: self.allow_port.clone(),
+            allow_cidr: self.allow_cidr.clone(),
+            allow_private: self.allow_private.clone(),
+            resolve: self.resolve.clone(),
+        }
+    }
+}
+
 /// Options that decide the policy (shared by `run` and `explain`).
 #[derive(Debug, Args, Clone)]
 pub struct PolicyArgs {
@@ -171,6 +248,8 @@ pub struct PolicyArgs {
     /// Network: none (only a private loopback), allowlist (through warden's proxy) or host
     #[arg(long, value_parser = net_parser(), help_heading = "Network")]
     pub net: Option<NetMode>,
+    #[command(flatten)]
+    pub rules: NetworkArgs,
     /// Which variables of warden's environment the command starts from [default: all]
     #[arg(long, value_parser = inherit_parser(), help_heading = "Environment")]
     pub env_inherit: Option<EnvInherit>,
@@ -251,6 +330,7 @@ impl PolicyArgs {
             audit_log: self.audit_log.clone(),
             no_audit: self.no_audit,
             audit_key_file: self.audit_key_file.clone(),
+            network: self.rules.to_rules(),
         }
     }
 }

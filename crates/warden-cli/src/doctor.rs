@@ -90,6 +90,7 @@ fn probe_offline() -> Result<f64, String> {
         read_only: vec![],
         deny_read: vec![],
         net: None,
+        rules: Default::default(),
         env_inherit: Some(warden_policy::EnvInherit::None),
         env_set: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into())],
         env_exclude: vec![],
@@ -115,7 +116,8 @@ fn probe_offline() -> Result<f64, String> {
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into())],
     };
     let prepared = prepare_for(&args, &["true".to_owned()], host)?;
-    let report = launch::run(&prepared.plan, Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    let report =
+        launch::run(&prepared.plan, Some(Duration::from_secs(20)), &mut |_, _| {}).map_err(|e| e.to_string())?;
     match report.outcome {
         Outcome::Finished(warden_sandbox::protocol::CommandStatus::Exited(0)) => {
             Ok(report.duration.as_secs_f64() * 1e3)

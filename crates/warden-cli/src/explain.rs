@@ -54,11 +54,44 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
     };
     w(format!("{:<14} {} ({}) — {}", "profile", p.profile, source_of(p, "profile"), p.profile.description()));
     w(format!("{:<14} {}", "workdir", p.workdir.display()));
-    let net = match (plan.namespaces, plan.new_network) {
-        (true, true) => "none: own network namespace with only lo (loopback servers work, nothing leaves)",
+    let net = match (plan.namespaces, plan.new_network, plan.proxy.is_some()) {
+        (true, true, true) => "allowlist: own network namespace; the only way out is warden's egress proxy",
+        (true, true, false) => "none: own network namespace with only lo (loopback servers work, nothing leaves)",
         _ => "host: every address this machine reaches",
     };
     w(format!("{:<14} {} ({})", "network", net, source_of(p, "net")));
+    if let Some(proxy) = &plan.proxy {
+        w(format!(
+            "{:<14} egress proxy on 127.0.0.1:{} (HTTP, CONNECT) and :{} (SOCKS5) inside the sandbox; \
+             HTTP(S)_PROXY, ALL_PROXY, NO_PROXY and npm/pip/cargo/JVM settings point at it",
+            "", proxy.http_port, proxy.socks_port
+        ));
+        let n = &p.network;
+        let rule_lines: Vec<String> = n
+            .allow
+            .iter()
+            .map(|r| match &r.expires {
+                Some(d) => format!("allow {} (until {d})", r.pattern),
+                None => format!("allow {}", r.pattern),
+            })
+            .chain(n.deny.iter().map(|d| format!("deny {d}")))
+            .chain(n.allow_ports.iter().map(|p| format!("allow port {p}")))
+            .chain(n.allow_cidr.iter().map(|c| format!("allow ip {c}")))
+            .chain(n.allow_private.iter().map(|c| format!("allow private {c} (SSRF guard off there)")))
+            .chain(n.resolve.iter().map(|r| format!("resolve {r}")))
+            .collect();
+        if rule_lines.is_empty() {
+            w(format!("{:<14} no allow rule: every connection will be denied", "rules"));
+        }
+        for (i, line) in rule_lines.iter().enumerate() {
+            w(format!("{:<14} {line}", if i == 0 { "rules" } else { "" }));
+        }
+        w(format!(
+            "{:<14} ports 80 and 443 unless a rule names one; IP literals, and names resolving to private, \
+             loopback, link-local or metadata addresses, are refused",
+            ""
+        ));
+    }
     w(format!("{:<14} {}", "policy digest", p.digest()));
     w(String::new());
     w(format!("{:<44} {:<11} enforced by", "path", "access"));

@@ -7,6 +7,7 @@
 mod args;
 mod audit;
 mod doctor;
+mod egress;
 mod explain;
 mod run;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         args::Command::Explain(a) => explain::explain(a),
         args::Command::Doctor(a) => doctor::doctor(a),
         args::Command::Audit(a) => audit::audit(a),
+        args::Command::Egress(a) => egress::standalone(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

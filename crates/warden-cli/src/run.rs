@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
+use std::sync::{Arc, Mutex};
 use warden_audit::AuditLog;
 use warden_policy::{NetMode, Policy, Resolved};
 use warden_sandbox::doctor::LANDLOCK_ABI_FULL;
@@ -95,8 +96,8 @@ pub fn run(args: RunArgs) -> i32 {
     for w in &prepared.resolved.warnings {
         eprintln!("{w}");
     }
-    let mut audit = match crate::audit::open_log(&prepared.resolved.policy.audit) {
-        Ok(log) => Recorder(log),
+    let audit = match crate::audit::open_log(&prepared.resolved.policy.audit) {
+        Ok(log) => Recorder::new(log),
         Err(e) => return fail(e),
     };
     for w in &prepared.resolved.warnings {
@@ -106,16 +107,23 @@ pub fn run(args: RunArgs) -> i32 {
             fields([("file", json!(file)), ("key", json!(w.key)), ("message", json!(w.message))]),
         );
     }
-    run_recorded(&args, &prepared, &mut audit)
+    run_recorded(&args, &prepared, &audit)
 }
 
-/// Appends audit records (when auditing is on); a failure is reported on stderr and returned
-/// as `false`, and the caller decides what it means (before the run: refuse to run).
-struct Recorder(Option<AuditLog>);
+/// Appends audit records (when auditing is on), from any thread; a failure is reported on
+/// stderr and returned as `false`, and the caller decides what it means (before the run: refuse
+/// to run).
+#[derive(Clone)]
+pub struct Recorder(Arc<Mutex<Option<AuditLog>>>);
 
 impl Recorder {
-    fn record(&mut self, event: &str, fields: Map<String, Value>) -> bool {
-        match self.0.as_mut().map(|log| log.append(event, fields)) {
+    pub fn new(log: Option<AuditLog>) -> Self {
+        Recorder(Arc::new(Mutex::new(log)))
+    }
+
+    pub fn record(&self, event: &str, fields: Map<String, Value>) -> bool {
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match guard.as_mut().map(|log| log.append(event, fields)) {
             None | Some(Ok(_)) => true,
             Some(Err(e)) => {
                 eprintln!("warden: error: cannot append {event} to the audit log: {e}");
@@ -123,19 +131,57 @@ impl Recorder {
             }
         }
     }
+
+    /// Syncs pending records (batch mode) now.
+    pub fn flush(&self) {
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(Err(e)) = guard.as_mut().map(|log| log.flush()) {
+            eprintln!("warden: error: cannot sync the audit log: {e}");
+        }
+    }
 }
 
-fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &mut Recorder) -> i32 {
+/// What `warden egress` needs from the config and flags.
+pub struct EgressPrepared {
+    pub network: warden_policy::NetworkRules,
+    pub audit: warden_policy::AuditSettings,
+}
+
+/// Resolves `[network]` and `[audit]` for the standalone proxy (same precedence as `warden run`).
+pub fn prepare_for_egress(args: &crate::args::EgressArgs) -> Result<EgressPrepared, String> {
+    let host =
+        warden_policy::HostContext::from_process().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let opts = warden_policy::PolicyOptions {
+        net: Some(NetMode::Allowlist),
+        config: args.config.clone(),
+        audit_log: args.audit_log.clone(),
+        no_audit: args.no_audit,
+        audit_key_file: args.audit_key_file.clone(),
+        network: args.rules.to_rules(),
+        ..Default::default()
+    };
+    let policy = warden_policy::resolve(&opts, &host).map_err(|e| e.to_string())?.policy;
+    if policy.network.allow.is_empty() {
+        return Err("no allow rule: nothing would pass. Add --allow-domain DOMAIN or [network] allow = [...]".into());
+    }
+    Ok(EgressPrepared { network: policy.network, audit: policy.audit })
+}
+
+fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &Recorder) -> i32 {
     let policy = &prepared.resolved.policy;
-    let refuse = |audit: &mut Recorder, reason: String| {
+    let refuse = |audit: &Recorder, reason: String| {
         audit.record("run.refused", fields([("reason", json!(reason)), ("argv", json!(args.command))]));
         EXIT_WARDEN
     };
+    let mut proxy = None;
     if policy.net == NetMode::Allowlist {
-        let msg = "--net allowlist (and the net-read-only / workspace-net profiles) is not available yet: \
-                   the egress proxy has not landed. Use --net none, or --net host to accept full network access";
-        fail(msg);
-        return refuse(audit, msg.into());
+        match crate::egress::build(&policy.network, audit, args.verbose) {
+            Ok(egress) => proxy = Some(crate::egress::Server::new(egress)),
+            Err(e) => {
+                fail(&e);
+                return refuse(audit, e);
+            }
+        }
     }
     if !prepared.degraded.is_empty() {
         let layers: Vec<&str> = prepared.degraded.iter().map(|d| d.layer).collect();
@@ -175,7 +221,12 @@ fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &mut Recorder) -> i3
         return EXIT_WARDEN;
     }
     let timeout = policy.limits.timeout_secs.map(Duration::from_secs);
-    let mut report = match launch::run(&prepared.plan, timeout) {
+    let mut on_listener = |kind: &str, fd: std::os::fd::OwnedFd| {
+        if let Some(p) = proxy.as_mut() {
+            p.listener(kind, fd);
+        }
+    };
+    let mut report = match launch::run(&prepared.plan, timeout, &mut on_listener) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -187,7 +238,7 @@ fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &mut Recorder) -> i3
                     "warden: the command did not run. --allow-degraded runs it with Landlock and seccomp only \
                      (no private /tmp, /dev, /proc; no pid, ipc, uts or network namespace)"
                 );
-                record_exit(audit, &report);
+                record_exit(audit, &report, 0);
                 return EXIT_WARDEN;
             }
             audit.record(
@@ -221,7 +272,12 @@ fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &mut Recorder) -> i3
         }
         Outcome::Finished(_) => {}
     }
-    record_exit(audit, &report);
+    let denied = proxy.as_ref().map_or(0, |p| p.denied_total());
+    if let Some(line) = proxy.as_ref().and_then(|p| p.summary()) {
+        eprintln!("{line}");
+    }
+    record_exit(audit, &report, denied);
+    audit.flush();
     if args.verbose {
         eprintln!(
             "warden: exit {} after {:.3}s, peak RSS {} KiB",
@@ -233,9 +289,10 @@ fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &mut Recorder) -> i3
     report.outcome.exit_code()
 }
 
-fn record_exit(audit: &mut Recorder, report: &launch::Report) {
+fn record_exit(audit: &Recorder, report: &launch::Report, denied_connections: u64) {
     let mut f = fields([
         ("exit_code", json!(report.outcome.exit_code())),
+        ("denied_connections", json!(denied_connections)),
         ("duration_ms", json!(u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX))),
         ("peak_rss_kib", json!(report.peak_rss_kib)),
     ]);
@@ -302,6 +359,12 @@ fn run_degraded(
              nothing would keep the host read-only, so warden will not run the command even with --allow-degraded"
         )));
     }
+    if policy.net == NetMode::Allowlist {
+        return Err(fail(format!(
+            "cannot enforce the {layer} layer ({detail}), and --net allowlist needs a network namespace of its own \
+             for the egress proxy; use --net none, or --net host to accept full network access"
+        )));
+    }
     eprintln!(
         "warden: warning: cannot enforce the {layer} layer ({detail}); --allow-degraded: running with Landlock and \
          seccomp only: no private /tmp, /dev or /proc, no pid/ipc/uts/network namespace, inet and named unix \
@@ -318,7 +381,7 @@ fn run_degraded(
         &tmp.0,
     )
     .map_err(fail)?;
-    launch::run(&plan, timeout).map_err(fail)
+    launch::run(&plan, timeout, &mut |_, _| {}).map_err(fail)
 }
 
 /// A 0700 directory under the system temp dir, removed with everything in it on drop.

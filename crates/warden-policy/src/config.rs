@@ -96,6 +96,41 @@ pub struct WardenConfig {
     pub limits: Limits,
     /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[network]` rules (allow, deny, allow_ports, allow_cidr, allow_private, resolve).
+    pub network: NetworkRules,
+}
+
+/// One `[network] allow` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowRule {
+    /// `example.com`, `*.example.com`, `*`, or any of them with `:PORT`.
+    pub pattern: String,
+    /// Last day the entry applies (`YYYY-MM-DD`); after it the entry is ignored with a warning.
+    pub expires: Option<String>,
+}
+
+/// The egress rules of a policy (syntax is checked by the egress proxy when it starts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRules {
+    /// Allowed destinations.
+    pub allow: Vec<AllowRule>,
+    /// Denied destinations (deny wins).
+    pub deny: Vec<String>,
+    /// Ports allowed besides 80 and 443.
+    pub allow_ports: Vec<u16>,
+    /// IP literals / CIDRs that may be used directly.
+    pub allow_cidr: Vec<String>,
+    /// CIDRs exempt from the private-address guard (audited override).
+    pub allow_private: Vec<String>,
+    /// `NAME:IP` pins.
+    pub resolve: Vec<String>,
+}
+
+impl NetworkRules {
+    /// Whether no rule at all was given.
+    pub fn is_empty(&self) -> bool {
+        self == &NetworkRules::default()
+    }
 }
 
 /// The `[audit]` table of warden's config (validated types; defaults applied by `resolve`).
@@ -410,7 +445,11 @@ impl WardenConfig {
             cfg.deny_read = fs.paths("deny_read")?;
         }
 
-        if let Some(net) = top.child("network", Some(&["mode"]))? {
+        if let Some(net) = top.child(
+            "network",
+            Some(&["mode", "allow", "deny", "allow_ports", "allow_cidr", "allow_private", "resolve"]),
+        )? {
+            cfg.network = network_rules(&net)?;
             if let Some(node) = net.get("mode") {
                 let parsed = match &node.kind {
                     Kind::String(s) => s.parse::<NetMode>().ok(),
@@ -488,6 +527,64 @@ impl WardenConfig {
         }
         Ok((cfg, warnings))
     }
+}
+
+/// `[network]` allow entries are strings or `{ domain = "...", expires = "YYYY-MM-DD" }`.
+fn network_rules(net: &Section<'_>) -> Result<NetworkRules, PolicyError> {
+    let mut rules = NetworkRules::default();
+    if let Some(node) = net.get("allow") {
+        let Kind::Array(items) = &node.kind else {
+            return Err(net.type_err("allow", node, "an array of domains or { domain, expires } tables"));
+        };
+        for item in items {
+            match &item.kind {
+                Kind::String(s) => rules.allow.push(AllowRule { pattern: s.clone(), expires: None }),
+                Kind::Table(entries) => {
+                    let mut rule = AllowRule { pattern: String::new(), expires: None };
+                    for (k, v) in entries {
+                        match (k.as_str(), &v.kind) {
+                            ("domain", Kind::String(d)) => rule.pattern = d.clone(),
+                            ("expires", Kind::String(d) | Kind::Datetime(d)) => rule.expires = Some(d.clone()),
+                            ("domain" | "expires", _) => {
+                                return Err(net.type_err(k, v, "a string (domain) or a date such as 2026-12-31"))
+                            }
+                            _ => {
+                                return Err(net.value_err(
+                                    "allow",
+                                    v,
+                                    format!("unknown key {k:?} in an allow entry (accepted: domain, expires)"),
+                                ))
+                            }
+                        }
+                    }
+                    if rule.pattern.is_empty() {
+                        return Err(net.value_err("allow", item, "an allow entry needs a domain".to_owned()));
+                    }
+                    rules.allow.push(rule);
+                }
+                _ => return Err(net.type_err("allow", item, "a domain string or a { domain, expires } table")),
+            }
+        }
+    }
+    rules.deny = own(net.strings("deny")?);
+    rules.allow_cidr = own(net.strings("allow_cidr")?);
+    rules.allow_private = own(net.strings("allow_private")?);
+    rules.resolve = own(net.strings("resolve")?);
+    if let Some(node) = net.get("allow_ports") {
+        let Kind::Array(items) = &node.kind else {
+            return Err(net.type_err("allow_ports", node, "an array of port numbers"));
+        };
+        for item in items {
+            match item.kind {
+                Kind::Integer(p) if (1..=65535).contains(&p) => rules.allow_ports.push(p as u16),
+                Kind::Integer(p) => {
+                    return Err(net.value_err("allow_ports", item, format!("{p} is not a port (accepted: 1..=65535)")))
+                }
+                _ => return Err(net.type_err("allow_ports", item, "an array of port numbers")),
+            }
+        }
+    }
+    Ok(rules)
 }
 
 fn own(v: Vec<(&str, &Node)>) -> Vec<String> {
@@ -718,8 +815,8 @@ max_file_size = 1048576
             "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits, audit)"
         );
         assert_eq!(
-            err("[network]\nmode = \"none\"\nallow = []\n"),
-            "/x/warden.toml:3: unknown key \"allow\" in [network] (accepted: mode)"
+            err("[network]\nmode = \"none\"\nallowed = []\n"),
+            "/x/warden.toml:3: unknown key \"allowed\" in [network] (accepted: mode, allow, deny, allow_ports, allow_cidr, allow_private, resolve)"
         );
         // Dotted keys and sub-tables are checked too.
         assert!(err("profile = \"offline\"\nfilesystem.bogus = 1\n")
@@ -894,5 +991,24 @@ command = "y"
     fn codex_syntax_errors_are_errors() {
         let e = CodexConfig::parse("a = \n", Path::new("/c/config.toml"), None).expect_err("bad");
         assert!(e.to_string().starts_with("/c/config.toml:1: invalid toml"), "{e}");
+    }
+
+    #[test]
+    fn network_rules_table() {
+        let (cfg, _) = parse(
+            "[network]\nmode = \"allowlist\"\nallow = [\"pypi.org\", { domain = \"*.example.com\", expires = 2026-12-31 }, \
+             { domain = \"x.test:8443\", expires = \"2027-01-01\" }]\ndeny = [\"evil.example.com\"]\nallow_ports = [8080]\n\
+             allow_cidr = [\"203.0.113.0/24\"]\nallow_private = [\"127.0.0.1/32\"]\nresolve = [\"a.test:127.0.0.1\"]\n",
+        )
+        .expect("parses");
+        let n = &cfg.network;
+        assert_eq!(n.allow[0], AllowRule { pattern: "pypi.org".into(), expires: None });
+        assert_eq!(n.allow[1], AllowRule { pattern: "*.example.com".into(), expires: Some("2026-12-31".into()) });
+        assert_eq!(n.allow[2].expires.as_deref(), Some("2027-01-01"));
+        assert_eq!((n.deny.len(), n.allow_ports.as_slice()), (1, &[8080u16][..]));
+        assert_eq!((n.allow_cidr.len(), n.allow_private.len(), n.resolve.len()), (1, 1, 1));
+        assert!(err("[network]\nallow_ports = [70000]\n").contains(":2: key \"allow_ports\" in [network]"));
+        assert!(err("[network]\nallow = [{ host = \"x\" }]\n").contains("accepted: domain, expires"));
+        assert!(err("[network]\nallow = [3]\n").contains("allow"));
     }
 }

@@ -213,4 +213,13 @@ pub enum PolicyError {
          set [audit] path, or disable auditing on purpose with --no-audit"
     )]
     AuditPath,
+    /// Egress rules were given but the network is not `allowlist`.
+    #[error(
+        "network rules (--allow-domain, [network] allow, ...) need --net allowlist, but the network is \"{net}\"; \
+         add --net allowlist or use the net-read-only / workspace-net profile"
+    )]
+    RulesWithoutAllowlist {
+        /// The network mode in force.
+        net: String,
+    },
 }

@@ -21,7 +21,9 @@ pub mod resolve;
 pub mod size;
 mod toml_tree;
 
-pub use config::{AuditConfig, CodexConfig, ConfigPath, ConfigWarning, EnvConfig, WardenConfig};
+pub use config::{
+    AllowRule, AuditConfig, CodexConfig, ConfigPath, ConfigWarning, EnvConfig, NetworkRules, WardenConfig,
+};
 pub use env::{glob_match, EnvPolicy, CORE_ENV_VARS, DEFAULT_ENV_EXCLUDES};
 pub use error::{Location, PolicyError};
 pub use paths::DEFAULT_MASKS;

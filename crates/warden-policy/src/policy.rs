@@ -86,6 +86,8 @@ pub struct Policy {
     pub allow_degraded: bool,
     /// Where and how `warden` records what it does.
     pub audit: AuditSettings,
+    /// Egress rules for `--net allowlist` (command line and config merged).
+    pub network: crate::config::NetworkRules,
     /// Where each setting came from, for `warden explain`: `(setting, source)`.
     pub sources: Vec<(String, String)>,
 }
@@ -157,6 +159,7 @@ mod tests {
             env: EnvPolicy::default(),
             limits: Limits::default(),
             allow_degraded: false,
+            network: Default::default(),
             audit: AuditSettings {
                 enabled: true,
                 path: Some("/home/u/.local/state/warden/audit.jsonl".into()),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::ConfigWarning;
-use crate::config::{CodexConfig, ConfigPath, WardenConfig};
+use crate::config::{CodexConfig, ConfigPath, NetworkRules, WardenConfig};
 use crate::env::EnvPolicy;
 use crate::error::{Location, PolicyError};
 use crate::paths::{absolutize, default_masks, is_within, mask_variants, normalize, system_homes};
@@ -72,6 +72,9 @@ pub struct PolicyOptions {
     pub no_audit: bool,
     /// `--audit-key-file FILE`.
     pub audit_key_file: Option<PathBuf>,
+    /// `--allow-domain`, `--deny-domain`, `--allow-port`, `--allow-cidr`, `--allow-private`,
+    /// `--resolve` (added to the config's `[network]` rules).
+    pub network: NetworkRules,
 }
 
 /// warden's own process context.
@@ -426,6 +429,16 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
     };
 
     let audit = resolve_audit(opts, host, &cwd, warden.as_ref())?;
+    let mut network = warden.as_ref().map(|w| w.network.clone()).unwrap_or_default();
+    network.allow.extend(opts.network.allow.iter().cloned());
+    network.deny.extend(opts.network.deny.iter().cloned());
+    network.allow_ports.extend(opts.network.allow_ports.iter().copied());
+    network.allow_cidr.extend(opts.network.allow_cidr.iter().cloned());
+    network.allow_private.extend(opts.network.allow_private.iter().cloned());
+    network.resolve.extend(opts.network.resolve.iter().cloned());
+    if !network.is_empty() && net != NetMode::Allowlist {
+        return Err(PolicyError::RulesWithoutAllowlist { net: net.name().to_owned() });
+    }
     if audit.enabled {
         src("audit", &audit.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
     }
@@ -449,6 +462,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         limits,
         allow_degraded: opts.allow_degraded,
         audit,
+        network,
         sources,
     };
     serde_json::to_vec(&policy).map_err(|e| PolicyError::Unserializable { message: e.to_string() })?;
@@ -985,5 +999,21 @@ mod tests {
         assert!(matches!(resolve(&PolicyOptions::default(), &host), Err(PolicyError::AuditPath)));
         let opts = PolicyOptions { no_audit: true, ..PolicyOptions::default() };
         assert!(resolve(&opts, &host).is_ok());
+    }
+
+    #[test]
+    fn network_rules_need_the_allowlist() {
+        let f = Fixture::new();
+        let mut opts = PolicyOptions::default();
+        opts.network.allow.push(crate::config::AllowRule { pattern: "pypi.org".into(), expires: None });
+        let e = resolve(&opts, &f.host(&[])).expect_err("offline has no allowlist").to_string();
+        assert!(e.contains("--net allowlist"), "{e}");
+        opts.net = Some(NetMode::Allowlist);
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!(p.network.allow[0].pattern, "pypi.org");
+        let cfg = f.write("n.toml", "[network]\ndeny = [\"evil.test\"]\n");
+        let opts = PolicyOptions { config: Some(cfg), profile: Some(Profile::NetReadOnly), ..opts };
+        let p = run(&opts, &f.host(&[])).policy;
+        assert_eq!((p.network.allow.len(), p.network.deny.as_slice()), (1, &["evil.test".to_owned()][..]));
     }
 }

@@ -97,6 +97,19 @@ fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
         if plan.new_network {
             sys::bring_up_loopback().map_err(|e| fail("network namespace", "bringing up lo", e))?;
         }
+        if let Some(p) = &plan.proxy {
+            // The only way out of this network namespace: listeners the parent serves. They
+            // exist before the command starts, so its first connection already queues on them.
+            for (kind, port) in [("http", p.http_port), ("socks5", p.socks_port)] {
+                let l = std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| SetupError {
+                    layer: "egress proxy",
+                    detail: format!("cannot listen on 127.0.0.1:{port} inside the sandbox: {e}"),
+                })?;
+                let msg = Message::ProxyListener { kind: kind.to_owned() }.encode();
+                sys::send_with_fd(control.0.as_raw_fd(), &msg, l.as_raw_fd())
+                    .map_err(|e| fail("egress proxy", "passing the listener to warden", e))?;
+            }
+        }
     } else {
         sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).map_err(|e| fail("init", "PR_SET_CHILD_SUBREAPER", e))?;
     }

@@ -101,10 +101,14 @@ fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> LaunchError {
     move |errno| LaunchError::Sys { what, errno }
 }
 
+/// Called with each egress proxy listener (`"http"` or `"socks5"`) that PID 1 opened inside the
+/// sandbox's network namespace; the process may start threads from here on.
+pub type ListenerHook<'a> = &'a mut dyn FnMut(&str, OwnedFd);
+
 /// Runs `plan` in a cloned PID 1 and waits for the end.
 ///
 /// Must be called while the process is single-threaded (it clones); otherwise it refuses.
-pub fn run(plan: &LaunchPlan, timeout: Option<Duration>) -> Result<Report, LaunchError> {
+pub fn run(plan: &LaunchPlan, timeout: Option<Duration>, on_listener: ListenerHook<'_>) -> Result<Report, LaunchError> {
     let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
     if threads != 1 {
         return Err(LaunchError::NotSingleThreaded { threads });
@@ -124,7 +128,7 @@ pub fn run(plan: &LaunchPlan, timeout: Option<Duration>) -> Result<Report, Launc
     let procs = cgroup.as_ref().map(|c| c.procs_file());
     let mut plan = plan.clone();
     plan.tty = if plan.namespaces { detect_tty() } else { None };
-    let result = clone_and_wait(&plan, timeout, &relayed, procs.as_deref());
+    let result = clone_and_wait(&plan, timeout, &relayed, procs.as_deref(), on_listener);
     let _ = SigSet::unblock_all();
     drop(cgroup);
     drop(placeholders);
@@ -150,6 +154,7 @@ fn clone_and_wait(
     timeout: Option<Duration>,
     relayed: &SigSet,
     cgroup_procs: Option<&Path>,
+    on_listener: ListenerHook<'_>,
 ) -> Result<Report, LaunchError> {
     let (ours, theirs) = sys::seqpacket_pair().map_err(sys_err("socketpair for the control channel"))?;
     let (sync_r, sync_w) = sys::pipe().map_err(sys_err("pipe"))?;
@@ -217,9 +222,15 @@ fn clone_and_wait(
             r.handle(&fds[3..]);
         }
         if fds[0].revents != 0 {
-            for fd in drain_messages(&ours, &mut buf, &mut messages) {
-                if let Some(t) = &plan.tty {
-                    relay = Some(Relay::new(fd, t));
+            for (msg, fd) in drain_messages(&ours, &mut buf, &mut messages) {
+                match msg {
+                    Message::PtyMaster => {
+                        if let Some(t) = &plan.tty {
+                            relay = Some(Relay::new(fd, t));
+                        }
+                    }
+                    Message::ProxyListener { kind } => on_listener(&kind, fd),
+                    _ => {}
                 }
             }
             // Every process of the sandbox is dead and reaped once PID 1 says Finished; what is
@@ -343,16 +354,16 @@ fn prepare_child(plan: &LaunchPlan, pid: libc::pid_t, cgroup_procs: Option<&Path
     Ok(())
 }
 
-/// Reads every pending message; returns the descriptors that came with them.
-fn drain_messages(sock: &OwnedFd, buf: &mut [u8], out: &mut Vec<Message>) -> Vec<OwnedFd> {
-    let mut fds = Vec::new();
+/// Reads every pending message; returns those that came with a descriptor, with it.
+fn drain_messages(sock: &OwnedFd, buf: &mut [u8], out: &mut Vec<Message>) -> Vec<(Message, OwnedFd)> {
+    let mut with_fds = Vec::new();
     loop {
         match sys::recv_with_fd(sock.as_raw_fd(), buf) {
-            Ok((0, _)) | Err(_) => return fds,
+            Ok((0, _)) | Err(_) => return with_fds,
             Ok((n, fd)) => {
                 if let Some(m) = Message::decode(&buf[..n]) {
-                    if let (Message::PtyMaster, Some(fd)) = (&m, fd) {
-                        fds.push(fd);
+                    if let Some(fd) = fd {
+                        with_fds.push((m.clone(), fd));
                     }
                     out.push(m);
                 }

@@ -93,6 +93,9 @@ pub struct LaunchPlan {
     pub rlimits: Vec<Rlimit>,
     /// Hostname inside the uts namespace.
     pub hostname: String,
+    /// Egress proxy listeners to open on 127.0.0.1 inside the sandbox's network namespace
+    /// (`--net allowlist`); the parent serves them.
+    pub proxy: Option<ProxyPlan>,
     /// Give the command a pseudo-terminal of the sandbox's own (set by `launch::run` when
     /// warden's stdin, stdout or stderr is a terminal).
     pub tty: Option<TtyPlan>,
@@ -103,6 +106,52 @@ pub struct LaunchPlan {
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
+}
+
+/// The egress proxy's ports inside the sandbox (its own network namespace, so fixed ports never
+/// collide with anything on the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyPlan {
+    /// HTTP and CONNECT proxy port.
+    pub http_port: u16,
+    /// SOCKS5 port.
+    pub socks_port: u16,
+}
+
+impl Default for ProxyPlan {
+    fn default() -> Self {
+        ProxyPlan { http_port: 3128, socks_port: 1080 }
+    }
+}
+
+impl ProxyPlan {
+    /// The variables that point clients at the proxy: the usual `*_PROXY` pair in both cases,
+    /// `NO_PROXY` for the sandbox's own loopback, and what npm, pip, cargo, git and the JVM read.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let http = format!("http://127.0.0.1:{}", self.http_port);
+        let socks = format!("socks5h://127.0.0.1:{}", self.socks_port);
+        let no_proxy = "localhost,127.0.0.1,::1".to_owned();
+        let java = format!(
+            "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={p} -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={p} \
+             -Dhttp.nonProxyHosts=localhost|127.0.0.1",
+            p = self.http_port
+        );
+        let mut v = Vec::new();
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            v.push((name.to_owned(), http.clone()));
+        }
+        for name in ["ALL_PROXY", "all_proxy"] {
+            v.push((name.to_owned(), socks.clone()));
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            v.push((name.to_owned(), no_proxy.clone()));
+        }
+        for name in ["npm_config_proxy", "npm_config_https_proxy", "PIP_PROXY", "CARGO_HTTP_PROXY"] {
+            v.push((name.to_owned(), http.clone()));
+        }
+        v.push(("JAVA_TOOL_OPTIONS".to_owned(), java));
+        v
+    }
 }
 
 /// Which of the command's standard descriptors go to the sandbox's own terminal.
@@ -215,6 +264,7 @@ pub fn compile(
             drop_privileges: false,
             rlimits,
             hostname: String::new(),
+            proxy: None,
             tty: None,
             pids_cgroup_max: None,
             uid,
@@ -222,6 +272,13 @@ pub fn compile(
         });
     }
     let mounts = mount_steps(policy);
+    let proxy = (policy.net == NetMode::Allowlist).then(ProxyPlan::default);
+    let mut env = env;
+    if let Some(p) = &proxy {
+        let vars = p.env();
+        env.retain(|(k, _)| !vars.iter().any(|(n, _)| n == k));
+        env.extend(vars);
+    }
     let landlock = opts.landlock_abi.map(|abi| landlock::plan_for(policy, abi));
     Ok(LaunchPlan {
         argv: argv.to_vec(),
@@ -239,6 +296,7 @@ pub fn compile(
         drop_privileges: true,
         rlimits,
         hostname: "warden".to_owned(),
+        proxy,
         tty: None,
         pids_cgroup_max: if uid == 0 { policy.limits.max_procs } else { None },
         uid,
@@ -273,6 +331,7 @@ pub fn compile_degraded(
     plan.namespaces = false;
     plan.new_network = false;
     plan.mounts = Vec::new();
+    plan.proxy = None;
     plan.landlock = opts.landlock_abi.map(|abi| landlock::degraded_plan(policy, abi, private_tmp, own_tty.as_deref()));
     plan.seccomp = Some(SeccompPlan {
         allow_nested_userns: false,

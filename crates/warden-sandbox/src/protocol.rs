@@ -28,6 +28,12 @@ pub enum Message {
     /// The master side of the sandbox's own pseudo-terminal travels with this message
     /// (`SCM_RIGHTS`); the parent relays it to warden's terminal.
     PtyMaster,
+    /// A listening socket bound on 127.0.0.1 inside the sandbox's network namespace travels with
+    /// this message; the parent serves the egress proxy on it.
+    ProxyListener {
+        /// `http` (HTTP and CONNECT) or `socks5`.
+        kind: String,
+    },
     /// A layer could not be set up; the command did not run.
     SetupFailed {
         /// The layer (e.g. "user namespace", "mount", "landlock", "seccomp").

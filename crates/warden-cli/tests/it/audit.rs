@@ -135,7 +135,9 @@ fn warnings_refusals_and_keyed_logs_are_recorded() {
         .args(["--", "true"])
         .run()
         .success();
-    run_logged(&s, &log, &["-p", "workspace-net"], &["true"]).code(125);
+    // Refused: a writable path outside the workdir, not confirmed (no terminal, no --yes).
+    let outside = s.root.display().to_string();
+    run_logged(&s, &log, &["-p", "workspace-write", "--writable", &outside], &["true"]).code(125);
     let names: Vec<String> = events(&log).iter().map(|e| e["event"].as_str().unwrap_or("").to_owned()).collect();
     assert!(names.contains(&"config.warning".to_owned()), "{names:?}");
     assert!(names.contains(&"run.refused".to_owned()), "{names:?}");

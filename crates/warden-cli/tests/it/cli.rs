@@ -97,15 +97,15 @@ fn writable_outside_workdir_needs_yes() {
 }
 
 #[test]
-fn workspace_net_is_not_available_yet() {
+fn workspace_net_without_rules_denies_everything() {
     let s = Scratch::temp();
     let out = crate::warden()
         .current_dir(&s.ws)
         .args(["run", "-p", "workspace-net", "-C"])
         .args([&s.ws])
-        .args(["--", "sh", "-c", "echo ran"])
+        .args(["--", "sh", "-c", "echo ran; curl -sS -o /dev/null -w '%{http_code}\\n' http://example.com/"])
         .run();
-    out.code(125).stderr_has("not available yet").stdout_lacks("ran");
+    out.success().stdout_has("ran").stdout_has("403").stderr_has("denied 1 connection: example.com (1)");
 }
 
 #[test]

@@ -29,6 +29,7 @@ macro_rules! non_root_only {
 mod audit;
 mod cli;
 mod degraded;
+mod egress;
 mod env;
 mod fs;
 mod limits;
