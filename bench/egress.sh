@@ -17,6 +17,7 @@ fi
 cargo build --release --locked -q -p warden-cli
 warden=$PWD/target/x86_64-unknown-linux-gnu/release/warden
 work=$(mktemp -d /var/tmp/warden-egress-bench.XXXXXX)
+chmod 755 "$work"  # nginx workers (www-data) read the files
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT

@@ -30,6 +30,7 @@ pub mod request;
 pub mod rules;
 mod server;
 pub mod socks;
+mod splice;
 pub mod tls;
 
 use std::collections::HashMap;

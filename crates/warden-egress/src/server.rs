@@ -172,9 +172,17 @@ async fn handle(eg: Egress, mut req: Request<Incoming>) -> Response<Body> {
                 let on_upgrade = hyper::upgrade::on(&mut req);
                 let eg2 = eg.clone();
                 tokio::spawn(async move {
-                    if let Ok(up) = on_upgrade.await {
-                        let _ =
-                            tunnel(&eg2, TokioIo::new(up), upstream, addr, Vec::new(), &host, port, "connect").await;
+                    let Ok(up) = on_upgrade.await else { return };
+                    let t = TunnelTarget { host: &host, port, addr, protocol: "connect" };
+                    // The client connection is a plain socket underneath: take it back from hyper
+                    // (with any bytes hyper already read) and splice.
+                    match up.downcast::<TokioIo<TcpStream>>() {
+                        Ok(parts) => {
+                            let _ = tunnel_tcp(&eg2, parts.io.into_inner(), upstream, parts.read_buf.to_vec(), t).await;
+                        }
+                        Err(up) => {
+                            let _ = tunnel(&eg2, TokioIo::new(up), upstream, Vec::new(), t).await;
+                        }
                     }
                 });
                 let mut r = Response::new(full(String::new()));
@@ -258,11 +266,11 @@ async fn read_more<R: AsyncRead + Unpin>(
     Ok(n > 0)
 }
 
-async fn serve_socks_conn(eg: Egress, mut s: TcpStream) {
-    let _ = socks_conn(&eg, &mut s).await;
+async fn serve_socks_conn(eg: Egress, s: TcpStream) {
+    let _ = socks_conn(&eg, s).await;
 }
 
-async fn socks_conn(eg: &Egress, s: &mut TcpStream) -> std::io::Result<()> {
+async fn socks_conn(eg: &Egress, mut s: TcpStream) -> std::io::Result<()> {
     let t = eg.limits().connect_timeout;
     let mut buf = Vec::with_capacity(512);
     let greeting = loop {
@@ -272,7 +280,7 @@ async fn socks_conn(eg: &Egress, s: &mut TcpStream) -> std::io::Result<()> {
                 break g;
             }
             Ok(None) => {
-                if !read_more(s, &mut buf, socks::MAX_GREETING_LEN, t).await? {
+                if !read_more(&mut s, &mut buf, socks::MAX_GREETING_LEN, t).await? {
                     return Ok(());
                 }
             }
@@ -290,7 +298,7 @@ async fn socks_conn(eg: &Egress, s: &mut TcpStream) -> std::io::Result<()> {
                 break r;
             }
             Ok(None) => {
-                if !read_more(s, &mut buf, socks::MAX_REQUEST_LEN, t).await? {
+                if !read_more(&mut s, &mut buf, socks::MAX_REQUEST_LEN, t).await? {
                     return Ok(());
                 }
             }
@@ -329,7 +337,8 @@ async fn socks_conn(eg: &Egress, s: &mut TcpStream) -> std::io::Result<()> {
         Outcome::Connected(upstream, addr) => {
             let bound = upstream.local_addr().ok();
             s.write_all(&socks::encode_reply(reply::SUCCEEDED, bound)).await?;
-            tunnel(eg, s, upstream, addr, buf, &host, req.port, "socks5").await
+            let t = TunnelTarget { host: &host, port: req.port, addr, protocol: "socks5" };
+            tunnel_tcp(eg, s, upstream, buf, t).await
         }
     }
 }
@@ -360,19 +369,123 @@ where
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a tunnel goes and how it was asked for (for decisions).
+pub(crate) struct TunnelTarget<'a> {
+    pub(crate) host: &'a Host,
+    pub(crate) port: u16,
+    pub(crate) addr: SocketAddr,
+    pub(crate) protocol: &'static str,
+}
+
+/// Where `screen` reads more of the client's first bytes from.
+trait ClientBytes {
+    /// Appends what is available (at most up to [`MAX_SCAN_BYTES`] in all); `false` at EOF.
+    fn more<'a>(
+        &'a mut self,
+        buf: &'a mut Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'a;
+}
+
+struct SocketBytes<'s> {
+    socket: &'s TcpStream,
+    clock: &'s crate::splice::IdleClock,
+}
+
+impl ClientBytes for SocketBytes<'_> {
+    fn more<'a>(
+        &'a mut self,
+        buf: &'a mut Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'a {
+        crate::splice::read_more(self.socket, buf, MAX_SCAN_BYTES, self.clock)
+    }
+}
+
+struct ReaderBytes<'r, R> {
+    reader: &'r mut R,
+    idle: Duration,
+}
+
+impl<R: AsyncRead + Unpin + Send> ClientBytes for ReaderBytes<'_, R> {
+    fn more<'a>(
+        &'a mut self,
+        buf: &'a mut Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'a {
+        read_more(self.reader, buf, MAX_SCAN_BYTES, self.idle)
+    }
+}
+
+/// Holds back the client's first bytes until they are known not to be a TLS ClientHello for
+/// another host: `Ok(Some(bytes))` to forward, `Ok(None)` at EOF before any byte, an error (and a
+/// recorded `sni-mismatch`) otherwise. `more` reads more client bytes (`false` at EOF).
+async fn screen<S: ClientBytes>(
+    eg: &Egress,
+    t: &TunnelTarget<'_>,
+    initial: Vec<u8>,
+    src: &mut S,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = initial;
+    loop {
+        match scan_client_hello(&buf) {
+            Scan::NeedMore => {
+                if !src.more(&mut buf).await? {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "partial ClientHello"));
+                }
+            }
+            Scan::NotTls | Scan::Hello { sni: None } => return Ok(Some(buf)),
+            Scan::Hello { sni: Some(sni) } => {
+                if normalize_host(&sni).ok().as_ref() == Some(t.host) {
+                    return Ok(Some(buf));
+                }
+                let why = format!("SNI {:?}", crate::rules::shown(&sni));
+                eg.sni_mismatch(t.protocol, t.host, t.port, t.addr, why);
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "sni mismatch"));
+            }
+            Scan::Malformed(why) => {
+                eg.sni_mismatch(t.protocol, t.host, t.port, t.addr, format!("malformed ClientHello: {why}"));
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "malformed ClientHello"));
+            }
+        }
+    }
+}
+
+/// A tunnel between two TCP sockets: screened, then zero-copy (`splice`). Upstream-to-client
+/// bytes flow from the start, so protocols where the server speaks first work.
+async fn tunnel_tcp(
+    eg: &Egress,
+    client: TcpStream,
+    upstream: TcpStream,
+    initial: Vec<u8>,
+    t: TunnelTarget<'_>,
+) -> std::io::Result<()> {
+    let clock = crate::splice::IdleClock::new(eg.limits().idle_timeout);
+    let down = crate::splice::pump(&upstream, &client, &clock);
+    let up = async {
+        let mut src = SocketBytes { socket: &client, clock: &clock };
+        match screen(eg, &t, initial, &mut src).await? {
+            None => crate::splice::shutdown_write(&upstream),
+            Some(first) => {
+                crate::splice::write_all(&upstream, &first, &clock).await?;
+                clock.touch();
+                crate::splice::pump(&client, &upstream, &clock).await
+            }
+        }
+    };
+    tokio::try_join!(down, up).map(|_| ())
+}
+
+/// The same for a client stream that is not a plain socket (copying, 64 KiB at a time).
 async fn tunnel<C>(
     eg: &Egress,
     client: C,
     upstream: TcpStream,
-    addr: SocketAddr,
     initial: Vec<u8>,
-    host: &Host,
-    port: u16,
-    protocol: &'static str,
+    t: TunnelTarget<'_>,
 ) -> std::io::Result<()>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let idle = eg.limits().idle_timeout;
     let start = Instant::now();
@@ -381,37 +494,13 @@ where
     let (mut ur, mut uw) = upstream.into_split();
     let down = pump(&mut ur, &mut cw, idle, start, &last);
     let up = async {
-        // Hold back the client's first bytes until they are known not to be a ClientHello for
-        // another host; the upstream gets nothing before that.
-        let mut buf = initial;
-        loop {
-            match scan_client_hello(&buf) {
-                Scan::NeedMore => {
-                    if !read_more(&mut cr, &mut buf, MAX_SCAN_BYTES, idle).await? {
-                        if buf.is_empty() {
-                            return uw.shutdown().await;
-                        }
-                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "partial ClientHello"));
-                    }
-                }
-                Scan::NotTls | Scan::Hello { sni: None } => break,
-                Scan::Hello { sni: Some(sni) } => {
-                    if normalize_host(&sni).ok().as_ref() == Some(host) {
-                        break;
-                    }
-                    let why = format!("SNI {:?}", crate::rules::shown(&sni));
-                    eg.sni_mismatch(protocol, host, port, addr, why);
-                    return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "sni mismatch"));
-                }
-                Scan::Malformed(why) => {
-                    eg.sni_mismatch(protocol, host, port, addr, format!("malformed ClientHello: {why}"));
-                    return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "malformed ClientHello"));
-                }
-            }
-        }
-        uw.write_all(&buf).await?;
+        let mut src = ReaderBytes { reader: &mut cr, idle };
+        let Some(first) = screen(eg, &t, initial, &mut src).await? else {
+            return uw.shutdown().await;
+        };
+        uw.write_all(&first).await?;
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        drop(buf);
+        drop(first);
         pump(&mut cr, &mut uw, idle, start, &last).await
     };
     tokio::try_join!(down, up).map(|_| ())
