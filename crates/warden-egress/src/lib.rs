@@ -240,6 +240,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     overflow: Arc<Semaphore>,
     debug: AtomicBool,
+    /// Idle upstream HTTP connections, by the checked address they go to.
+    pool: server::Pool,
 }
 
 /// A denial, with the one-line hint for the client.
@@ -296,6 +298,7 @@ impl Egress {
             denied: Mutex::new(HashMap::new()),
             listen: Mutex::new(Vec::new()),
             debug: AtomicBool::new(false),
+            pool: server::Pool::default(),
         };
         let warnings = warnings.into_iter().map(|message| Warning { message }).collect();
         Ok((Egress { inner: Arc::new(inner) }, warnings))
@@ -423,6 +426,20 @@ impl Egress {
 
     /// Judges `host:port`, resolves it if allowed, applies the SSRF guard and connects.
     pub(crate) async fn open(&self, protocol: &'static str, host: &Host, port: u16) -> Outcome {
+        match self.decide(protocol, host, port).await {
+            Ok(ok) => self.connect(host, port, &ok).await,
+            Err(denial) => Outcome::Denied(denial),
+        }
+    }
+
+    /// The rules, resolution and SSRF guard for one attempt (recorded as a decision): the
+    /// checked addresses to connect to, or the denial.
+    pub(crate) async fn decide(
+        &self,
+        protocol: &'static str,
+        host: &Host,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, Denial> {
         let shown = host.to_string();
         let deny = |reason: &'static str, rule: Option<String>, addr: Option<SocketAddr>, message: String| {
             self.record(Decision {
@@ -434,13 +451,13 @@ impl Egress {
                 rule,
                 addr,
             });
-            Outcome::Denied(Denial { reason, message })
+            Denial { reason, message }
         };
         let rule = match self.inner.rules.check(host, port) {
             Verdict::Allow { rule } => rule,
             Verdict::Deny { reason, rule } => {
                 let message = deny_message(reason, &shown, port, rule.as_deref());
-                return deny(reason, rule, None, message);
+                return Err(deny(reason, rule, None, message));
             }
         };
         let candidates = match host {
@@ -452,7 +469,7 @@ impl Egress {
                         "warden: cannot resolve {shown}: {}; pin an address with --resolve {shown}:IP",
                         rules::shown(&e)
                     );
-                    return deny("resolve-failed", Some(rule), None, message);
+                    return Err(deny("resolve-failed", Some(rule), None, message));
                 }
             },
         };
@@ -472,11 +489,11 @@ impl Egress {
         if ok.is_empty() {
             if let Some(sa) = looped {
                 let message = format!("warden: {shown}:{port} is this proxy's own listening address ({sa})");
-                return deny("proxy-loop", Some(rule), Some(sa), message);
+                return Err(deny("proxy-loop", Some(rule), Some(sa), message));
             }
             let first = forbidden.first().map(|ip| SocketAddr::new(*ip, port));
             let message = private_message(host, &forbidden);
-            return deny("private-address", Some(rule), first, message);
+            return Err(deny("private-address", Some(rule), first, message));
         }
         self.record(Decision {
             protocol,
@@ -487,9 +504,15 @@ impl Egress {
             rule: Some(rule),
             addr: ok.first().copied(),
         });
+        Ok(ok)
+    }
+
+    /// Connects to the first of the checked addresses that answers.
+    pub(crate) async fn connect(&self, host: &Host, port: u16, ok: &[SocketAddr]) -> Outcome {
+        let shown = host.to_string();
         let attempt = async {
             let mut last = None;
-            for sa in &ok {
+            for sa in ok {
                 match TcpStream::connect(sa).await {
                     Ok(s) => return Ok((s, *sa)),
                     Err(e) => last = Some((*sa, e)),
@@ -511,6 +534,10 @@ impl Egress {
                 Outcome::Connected(s, sa)
             }
         }
+    }
+
+    pub(crate) fn pool(&self) -> &server::Pool {
+        &self.inner.pool
     }
 
     pub(crate) fn sni_mismatch(&self, protocol: &'static str, host: &Host, port: u16, addr: SocketAddr, why: String) {

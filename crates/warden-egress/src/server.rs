@@ -190,18 +190,83 @@ async fn handle(eg: Egress, mut req: Request<Incoming>) -> Response<Body> {
                 r
             }
         },
-        Target::Absolute { host, port, path } => match eg.open(protocol, &host, port).await {
-            Outcome::Denied(d) => denied(d),
-            Outcome::Failed(f) => failed(f),
-            Outcome::Connected(upstream, _) => forward(&eg, req, upstream, &host, port, path).await,
-        },
+        Target::Absolute { host, port, path } => {
+            // Decided on its own like every request; only then may an idle connection to one of
+            // the addresses that passed the check be reused.
+            let ok = match eg.decide(protocol, &host, port).await {
+                Ok(ok) => ok,
+                Err(d) => return denied(d),
+            };
+            let sender = match eg.pool().take(&ok) {
+                Some(pooled) => pooled,
+                None => match eg.connect(&host, port, &ok).await {
+                    Outcome::Connected(upstream, addr) => match handshake(&eg, upstream).await {
+                        Ok(s) => (s, addr),
+                        Err(e) => {
+                            return text(StatusCode::BAD_GATEWAY, None, &format!("warden: upstream {host}:{port}: {e}"))
+                        }
+                    },
+                    Outcome::Failed(f) => return failed(f),
+                    Outcome::Denied(d) => return denied(d),
+                },
+            };
+            forward(&eg, req, sender, &host, port, path).await
+        }
     }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// Idle upstream HTTP/1.1 connections, by the address they are connected to. A connection is
+/// offered again only while it is open, ready for a request and idle for less than [`POOL_IDLE`].
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<(Sender, Instant)>>>,
+}
+
+/// How long an idle upstream connection is kept (shorter than common server keep-alive timeouts).
+const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Idle connections kept per address.
+const POOL_PER_ADDR: usize = 32;
+
+impl Pool {
+    fn take(&self, allowed: &[SocketAddr]) -> Option<(Sender, SocketAddr)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        for addr in allowed {
+            if let Some(list) = idle.get_mut(addr) {
+                list.retain(|(s, since)| !s.is_closed() && since.elapsed() < POOL_IDLE);
+                if let Some(i) = list.iter().position(|(s, _)| s.is_ready()) {
+                    return Some((list.swap_remove(i).0, *addr));
+                }
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(addr).or_default();
+        list.retain(|(s, since)| !s.is_closed() && since.elapsed() < POOL_IDLE);
+        if list.len() < POOL_PER_ADDR {
+            list.push((sender, Instant::now()));
+        }
+    }
+}
+
+async fn handshake(eg: &Egress, upstream: TcpStream) -> Result<Sender, hyper::Error> {
+    let mut b = hyper::client::conn::http1::Builder::new();
+    b.max_buf_size(eg.limits().max_header_bytes.max(8192));
+    let (sender, conn) = b.handshake::<_, Incoming>(TokioIo::new(upstream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 async fn forward(
     eg: &Egress,
     req: Request<Incoming>,
-    upstream: TcpStream,
+    (mut sender, addr): (Sender, SocketAddr),
     host: &Host,
     port: u16,
     path: String,
@@ -225,15 +290,6 @@ async fn forward(
             parts.headers.insert(header::HOST, v);
         }
     }
-    let mut b = hyper::client::conn::http1::Builder::new();
-    b.max_buf_size(limits.max_header_bytes.max(8192));
-    let (mut sender, conn) = match b.handshake::<_, Incoming>(TokioIo::new(upstream)).await {
-        Ok(x) => x,
-        Err(e) => return text(StatusCode::BAD_GATEWAY, None, &format!("warden: upstream {host}:{port}: {e}")),
-    };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let resp = match tokio::time::timeout(limits.idle_timeout, sender.send_request(Request::from_parts(parts, body)))
         .await
     {
@@ -243,6 +299,9 @@ async fn forward(
         Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, None, &format!("warden: upstream {host}:{port}: {e}")),
         Ok(Ok(r)) => r,
     };
+    // The connection serves the next request once this response's body is through; the pool
+    // only hands it out when it is ready again.
+    eg.pool().put(addr, sender);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.boxed())

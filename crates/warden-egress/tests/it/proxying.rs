@@ -163,3 +163,24 @@ async fn system_resolver_path_uses_hosts_file_and_the_guard() {
     assert_eq!(r.header("x-warden-deny"), Some("private-address"));
     assert_eq!(up.conn_count(), 1, "only the allowed request reached the upstream");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_but_every_request_is_decided() {
+    let up = Upstream::start(true).await;
+    let p = start_proxy(loopback_rules(up.port())).await;
+    let raw = format!("GET http://test.example:{0}/a HTTP/1.1\r\nHost: test.example:{0}\r\n\r\n", up.port());
+    // Three separate client connections, one after the other.
+    for _ in 0..3 {
+        let r = request(p.http, &raw).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(up.conn_count(), 1, "the idle upstream connection is reused");
+    let allowed = p.sink.all().iter().filter(|d| d.allowed && d.protocol == "http").count();
+    assert_eq!(allowed, 3, "each request is a decision of its own");
+    // A request that the rules deny never reaches the pooled connection.
+    let denied = request(p.http, "GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n").await;
+    assert_eq!(denied.status, 403);
+    let got = String::from_utf8(up.received()).expect("utf8");
+    assert_eq!(got.matches("GET /a ").count(), 3, "{got}");
+    assert!(!got.contains("evil"), "{got}");
+}
