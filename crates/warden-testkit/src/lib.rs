@@ -6,6 +6,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+/// A fake OpenAI Responses upstream that records requests and streams SSE answers.
+pub mod fake_upstream;
+
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -262,3 +262,66 @@ fn rules_without_the_allowlist_and_bad_rules_are_errors() {
         crate::warden().current_dir(&s.ws).args(["explain", "-p", "workspace-net", "--allow-domain", "pypi.org"]).run();
     out.success().stdout_has("allow pypi.org").stdout_has("egress proxy on 127.0.0.1:3128");
 }
+
+#[test]
+fn standalone_egress_proxy_serves_decides_and_summarises() {
+    use std::io::{Read, Write};
+    let s = Scratch::temp();
+    let up = Upstream::files(&site(&s));
+    let rule = format!("test.example:{}", up.port);
+    let mut child = warden_testkit::scrubbed_command(crate::warden_path())
+        .args(["egress", "--listen", "127.0.0.1:0", "--allow-domain", &rule, "--resolve", "test.example:127.0.0.1"])
+        .args(["--allow-private", "127.0.0.1/32", "--audit-log"])
+        .arg(s.root.join("state/audit.jsonl"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn warden egress");
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    // Whatever happens below, the proxy does not outlive the test.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("read the listening line");
+    let addr = first.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).unwrap_or_else(|| panic!("{first}"));
+    let get = |target: &str| {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect proxy");
+        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(
+            c,
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            target.split('/').nth(2).unwrap_or("")
+        )
+        .expect("send");
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    };
+    let ok = get(&format!("http://test.example:{}/index.html", up.port));
+    // The status line mirrors the upstream's HTTP version (python answers HTTP/1.0).
+    assert!(ok.starts_with("HTTP/1.") && ok.contains(" 200 ") && ok.contains("hello through the proxy"), "{ok}");
+    let denied = get("http://evil.test/");
+    assert!(denied.starts_with("HTTP/1.1 403") && denied.contains("not-allowlisted"), "{denied}");
+    // SIGINT ends it cleanly, with the summary line.
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "warden egress did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(rest.contains("warden: denied 1 connection: evil.test (1)"), "{rest}");
+    let log = std::fs::read_to_string(s.root.join("state/audit.jsonl")).expect("audit");
+    assert!(log.contains("egress.start") && log.contains("\"decision\":\"deny\""), "{log}");
+}
