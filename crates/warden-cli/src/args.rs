@@ -42,6 +42,18 @@ pub enum Command {
     ///   warden egress --listen 127.0.0.1:8080 --socks-listen 127.0.0.1:1080 --config proxy.toml
     #[command(verbatim_doc_comment)]
     Egress(EgressArgs),
+    /// A strict credential-injecting proxy: the API key is read from stdin and only ever lives in
+    /// this process (locked memory); clients send requests without it.
+    ///
+    /// Same contract as Codex's codex-responses-api-proxy: only the configured routes (default
+    /// POST /v1/responses, no query string) are forwarded, everything else gets 403.
+    ///
+    /// Examples:
+    ///   printenv OPENAI_API_KEY | warden credproxy --port 8787 --server-info /tmp/proxy.json
+    ///   warden credproxy --listen unix:/run/user/1000/llm.sock --auth-header x-api-key --auth-scheme none \
+    ///       --upstream-url https://api.anthropic.com/v1/messages --route POST:/v1/messages < key.txt
+    #[command(verbatim_doc_comment)]
+    Credproxy(CredproxyArgs),
     /// Verify, show or follow the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -119,6 +131,53 @@ pub struct EgressArgs {
     /// Print every decision on stderr
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// `warden credproxy`.
+#[derive(Debug, Args)]
+pub struct CredproxyArgs {
+    /// Port on 127.0.0.1 [default: an ephemeral port]
+    #[arg(long, conflicts_with = "listen")]
+    pub port: Option<u16>,
+    /// Listen on ADDR (host:port) or unix:PATH instead
+    #[arg(long, value_name = "ADDR|unix:PATH")]
+    pub listen: Option<String>,
+    /// Once listening, write {"port":..,"pid":..} as one JSON line to FILE
+    #[arg(long, value_name = "FILE")]
+    pub server_info: Option<PathBuf>,
+    /// Let GET /shutdown stop the proxy (exit 0)
+    #[arg(long)]
+    pub http_shutdown: bool,
+    /// Where allowed requests go
+    #[arg(long, value_name = "URL", default_value = warden_credproxy::DEFAULT_UPSTREAM)]
+    pub upstream_url: String,
+    /// Write every forwarded request and response to DIR as JSON (secrets redacted)
+    #[arg(long, value_name = "DIR")]
+    pub dump_dir: Option<PathBuf>,
+    /// Allowed METHOD:PATH (repeatable) [default: POST:/v1/responses]
+    #[arg(long, value_name = "METHOD:PATH")]
+    pub route: Vec<String>,
+    /// Header that carries the key (e.g. x-api-key for Anthropic, api-key for Azure)
+    #[arg(long, value_name = "NAME", default_value = "authorization")]
+    pub auth_header: String,
+    /// How the key is written into that header
+    #[arg(long, value_name = "SCHEME", default_value = "Bearer", value_parser = ["Bearer", "bearer", "none"])]
+    pub auth_scheme: String,
+    /// Upstream connect timeout, seconds
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Longest upstream or client silence, seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Request body cap (413 above it)
+    #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = warden_policy::parse_size)]
+    pub max_body_bytes: u64,
+    /// Audit log file
+    #[arg(long, value_name = "PATH", help_heading = "Audit")]
+    pub audit_log: Option<PathBuf>,
+    /// Do not write audit records
+    #[arg(long, conflicts_with = "audit_log", help_heading = "Audit")]
+    pub no_audit: bool,
 }
 
 /// Which log the audit subcommands read.

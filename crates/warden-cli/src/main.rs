@@ -6,6 +6,7 @@
 
 mod args;
 mod audit;
+mod credproxy;
 mod doctor;
 mod egress;
 mod explain;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         args::Command::Doctor(a) => doctor::doctor(a),
         args::Command::Audit(a) => audit::audit(a),
         args::Command::Egress(a) => egress::standalone(a),
+        args::Command::Credproxy(a) => credproxy::standalone(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -141,6 +141,17 @@ impl Recorder {
     }
 }
 
+/// The audit settings of a standalone proxy (`--audit-log`, `--no-audit`, the config's `[audit]`).
+pub fn audit_settings(
+    audit_log: Option<std::path::PathBuf>,
+    no_audit: bool,
+) -> Result<warden_policy::AuditSettings, String> {
+    let host =
+        warden_policy::HostContext::from_process().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let opts = warden_policy::PolicyOptions { audit_log, no_audit, ..Default::default() };
+    Ok(warden_policy::resolve(&opts, &host).map_err(|e| e.to_string())?.policy.audit)
+}
+
 /// What `warden egress` needs from the config and flags.
 pub struct EgressPrepared {
     pub network: warden_policy::NetworkRules,

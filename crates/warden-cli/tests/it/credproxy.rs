@@ -1,0 +1,105 @@
+//! `warden credproxy`: the key comes from stdin, is injected upstream and appears nowhere else.
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use warden_testkit::fake_upstream::FakeUpstream;
+
+use crate::Scratch;
+
+const KEY: &str = "sk-proj-CredProxyTestKey_0123456789abcdef";
+
+fn post(port: u16, path: &str, extra_headers: &str) -> String {
+    let body = r#"{"model":"m","stream":true,"input":[]}"#;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect proxy");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        c,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra_headers}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn injects_the_key_from_stdin_and_keeps_it_out_of_everything_else() {
+    let s = Scratch::temp();
+    let up = FakeUpstream::start();
+    let info = s.root.join("server.json");
+    let dumps = s.root.join("dumps");
+    let log = s.root.join("state/audit.jsonl");
+    let mut child = warden_testkit::scrubbed_command(crate::warden_path())
+        .args(["credproxy", "--http-shutdown", "--server-info"])
+        .arg(&info)
+        .args(["--upstream-url", &up.url("/v1/responses"), "--dump-dir"])
+        .arg(&dumps)
+        .arg("--audit-log")
+        .arg(&log)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn warden credproxy");
+    child.stdin.take().expect("piped").write_all(format!("{KEY}\n").as_bytes()).expect("key");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !info.exists() {
+        assert!(Instant::now() < deadline, "no server info");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&info).expect("server info");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("server info is JSON");
+    let port = u16::try_from(v["port"].as_u64().expect("port")).expect("port");
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(child.id())));
+    // Locked memory for the key, and not dumpable (so /proc/PID/environ and mem are closed to the user).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    let vmlck = status.lines().find(|l| l.starts_with("VmLck:")).unwrap_or_default().to_owned();
+    assert!(!vmlck.contains(" 0 kB"), "{vmlck}");
+
+    let ok = post(port, "/v1/responses", "Authorization: Bearer client-own-token\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("response.completed"), "{ok}");
+    let denied = post(port, "/v1/chat/completions", "");
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1, "only the allowed route reaches upstream");
+    assert_eq!(reqs[0].header_values("authorization"), [format!("Bearer {KEY}")]);
+
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(c, "GET /shutdown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("shutdown");
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "credproxy did not stop on /shutdown");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    let _ = child.stderr.take().expect("piped").read_to_string(&mut stderr);
+    assert!(status.success(), "{stderr}");
+    // The key is in none of: stderr, the audit log, the dumps.
+    assert!(!stderr.contains(KEY), "{stderr}");
+    let audit = std::fs::read_to_string(&log).expect("audit log");
+    assert!(audit.contains("credproxy.request") && !audit.contains(KEY), "{audit}");
+    let mut dumped = 0;
+    for f in std::fs::read_dir(&dumps).expect("dumps").flatten() {
+        let text = std::fs::read_to_string(f.path()).expect("dump");
+        assert!(!text.contains(KEY) && !text.contains("client-own-token"), "{}: {text}", f.path().display());
+        dumped += 1;
+    }
+    assert_eq!(dumped, 2, "one request and one response dump");
+}
+
+#[test]
+fn bad_keys_are_refused_without_echoing_them() {
+    for (input, needle) in [("", "empty"), ("not a key!\n", "character"), (&"x".repeat(1100)[..], "long")] {
+        let out = crate::warden().args(["credproxy", "--no-audit"]).stdin(input.as_bytes()).run();
+        out.code(125).stderr_has(needle);
+        if !input.trim().is_empty() {
+            assert!(!out.stderr.contains(input.trim()), "{}", out.stderr);
+        }
+    }
+}
