@@ -401,6 +401,17 @@ pub struct RunArgs {
     /// Answer yes to confirmations (writable paths outside the workdir)
     #[arg(long)]
     pub yes: bool,
+    /// Take the model API key from warden's environment variable VAR and serve it to the
+    /// command through a credential proxy: the command gets OPENAI_BASE_URL pointing at the
+    /// proxy and OPENAI_API_KEY=warden-proxied, never the key (VAR is removed from its environment)
+    #[arg(long, value_name = "VAR", conflicts_with = "credential_file", help_heading = "Credentials")]
+    pub credential_env: Option<String>,
+    /// The same, with the key read from FILE (masked inside the sandbox)
+    #[arg(long, value_name = "FILE", help_heading = "Credentials")]
+    pub credential_file: Option<PathBuf>,
+    /// Where the credential proxy sends requests
+    #[arg(long, value_name = "URL", default_value = warden_credproxy::DEFAULT_UPSTREAM, help_heading = "Credentials")]
+    pub credential_upstream: String,
     /// Print the layers in force before running
     #[arg(short, long)]
     pub verbose: bool,

@@ -139,3 +139,45 @@ pub fn standalone(args: CredproxyArgs) -> i32 {
         }
     })
 }
+
+/// The credential proxy of `warden run --credential-*`, waiting for its listener.
+pub struct SandboxProxy(CredProxy);
+
+/// Builds the proxy (the key moves into it) for requests to `upstream` from inside the sandbox.
+pub fn for_sandbox(
+    upstream: &str,
+    key: warden_credproxy::LockedSecret,
+    audit: &Recorder,
+) -> Result<SandboxProxy, String> {
+    let cfg = CredConfig {
+        upstream: upstream.parse().map_err(|e| format!("--credential-upstream {upstream:?}: {e}"))?,
+        ..CredConfig::default()
+    };
+    CredProxy::new(cfg, key, Arc::new(AuditSink(audit.clone()))).map(SandboxProxy).map_err(|e| e.to_string())
+}
+
+impl SandboxProxy {
+    /// Serves the listener PID 1 opened inside the sandbox, on a runtime thread of its own.
+    pub fn start(self, fd: std::os::fd::OwnedFd) {
+        let proxy = self.0;
+        let spawned = std::thread::Builder::new().name("warden-credproxy".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return eprintln!("warden: error: cannot start the credential proxy runtime: {e}"),
+            };
+            rt.block_on(async move {
+                let l = std::net::TcpListener::from(fd);
+                let l = match l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)) {
+                    Ok(l) => l,
+                    Err(e) => return eprintln!("warden: error: credential proxy listener: {e}"),
+                };
+                if let Err(e) = proxy.serve(l).await {
+                    eprintln!("warden: error: credential proxy stopped: {e}");
+                }
+            });
+        });
+        if let Err(e) = spawned {
+            eprintln!("warden: error: cannot start the credential proxy: {e}");
+        }
+    }
+}

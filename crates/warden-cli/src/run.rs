@@ -88,11 +88,71 @@ pub fn prepare_for(
     Ok(Prepared { resolved, plan, degraded, landlock_abi, host_env: host.env })
 }
 
-pub fn run(args: RunArgs) -> i32 {
-    let prepared = match prepare(&args.policy, &args.command) {
+/// Where the credential proxy listens inside the sandbox's network namespace.
+const CREDENTIAL_PORT: u16 = 8787;
+
+/// The key for `--credential-env` / `--credential-file`, read before anything else happens.
+struct Credential {
+    key: warden_credproxy::LockedSecret,
+    source: String,
+    env_var: Option<String>,
+}
+
+fn load_credential(args: &RunArgs) -> Result<Option<Credential>, String> {
+    let (value, source, env_var) = match (&args.credential_env, &args.credential_file) {
+        (Some(var), _) => {
+            let v = std::env::var(var)
+                .map_err(|_| format!("--credential-env {var}: the variable is not set (or not UTF-8)"))?;
+            (zeroize::Zeroizing::new(v), format!("environment variable {var}"), Some(var.clone()))
+        }
+        (None, Some(path)) => {
+            let v = std::fs::read_to_string(path).map_err(|e| format!("--credential-file {}: {e}", path.display()))?;
+            (zeroize::Zeroizing::new(v), format!("file {}", path.display()), None)
+        }
+        (None, None) => return Ok(None),
+    };
+    // No core dumps, not ptrace-able, no LD_* influence: before any thread exists.
+    warden_credproxy::harden_process().map_err(|e| e.to_string())?;
+    let key = warden_credproxy::key_from_str(value.trim_end_matches(['\r', '\n']))
+        .map_err(|e| format!("the key from the {source}: {e}"))?;
+    Ok(Some(Credential { key, source, env_var }))
+}
+
+pub fn run(mut args: RunArgs) -> i32 {
+    let credential = match load_credential(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Some(file) = &args.credential_file {
+        // The key file is masked inside the sandbox, like warden's own state.
+        args.policy.deny_read.push(file.clone());
+    }
+    let mut prepared = match prepare(&args.policy, &args.command) {
         Ok(p) => p,
         Err(msg) => return fail(msg),
     };
+    if let Some(c) = &credential {
+        if !(prepared.plan.namespaces && prepared.plan.new_network) {
+            return fail(
+                "--credential-env / --credential-file serve the key through a proxy inside the sandbox's own \
+                 network namespace; that needs --net none or --net allowlist (not --net host or the trusted profile)",
+            );
+        }
+        prepared.plan.credential_port = Some(CREDENTIAL_PORT);
+        let base = format!("http://127.0.0.1:{CREDENTIAL_PORT}/v1");
+        prepared
+            .plan
+            .env
+            .retain(|(k, _)| k != "OPENAI_BASE_URL" && k != "OPENAI_API_KEY" && Some(k) != c.env_var.as_ref());
+        prepared.plan.env.push(("OPENAI_BASE_URL".into(), base.clone()));
+        prepared.plan.env.push(("OPENAI_API_KEY".into(), "warden-proxied".into()));
+        if args.verbose {
+            eprintln!(
+                "warden: OPENAI_BASE_URL={base} -> credential proxy -> {} (key from the {}; the command sees OPENAI_API_KEY=warden-proxied)",
+                args.credential_upstream, c.source
+            );
+        }
+    }
     for w in &prepared.resolved.warnings {
         eprintln!("{w}");
     }
@@ -107,7 +167,7 @@ pub fn run(args: RunArgs) -> i32 {
             fields([("file", json!(file)), ("key", json!(w.key)), ("message", json!(w.message))]),
         );
     }
-    run_recorded(&args, &prepared, &audit)
+    run_recorded(&args, &prepared, &audit, credential)
 }
 
 /// Appends audit records (when auditing is on), from any thread; a failure is reported on
@@ -178,7 +238,7 @@ pub fn prepare_for_egress(args: &crate::args::EgressArgs) -> Result<EgressPrepar
     Ok(EgressPrepared { network: policy.network, audit: policy.audit })
 }
 
-fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &Recorder) -> i32 {
+fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &Recorder, credential: Option<Credential>) -> i32 {
     let policy = &prepared.resolved.policy;
     let refuse = |audit: &Recorder, reason: String| {
         audit.record("run.refused", fields([("reason", json!(reason)), ("argv", json!(args.command))]));
@@ -209,6 +269,17 @@ fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &Recorder) -> i32 {
         let why: Vec<&str> = prepared.degraded.iter().map(|d| d.why.as_str()).collect();
         audit.record("policy.degraded", fields([("layers", json!(layers)), ("why", json!(why))]));
     }
+    let mut cred_server = None;
+    let credential_source = credential.as_ref().map(|c| c.source.clone());
+    if let Some(c) = credential {
+        match crate::credproxy::for_sandbox(&args.credential_upstream, c.key, audit) {
+            Ok(server) => cred_server = Some(server),
+            Err(e) => {
+                fail(&e);
+                return refuse(audit, e);
+            }
+        }
+    }
     print_risk_warnings(policy);
     if let Err(code) = confirm_outside_writes(policy, args.yes) {
         return refuse(audit, "writable paths outside the workdir were not confirmed".into()).max(code);
@@ -224,6 +295,7 @@ fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &Recorder) -> i32 {
         ("uid", json!(sys::getuid())),
         ("net", json!(policy.net.name())),
         ("degraded", json!(prepared.degraded.iter().map(|d| d.layer).collect::<Vec<_>>())),
+        ("credential", json!(credential_source.map(|s| json!({ "source": s, "upstream": args.credential_upstream })))),
     ]);
     if !audit.record("run.start", start_fields) {
         eprintln!(
@@ -233,7 +305,11 @@ fn run_recorded(args: &RunArgs, prepared: &Prepared, audit: &Recorder) -> i32 {
     }
     let timeout = policy.limits.timeout_secs.map(Duration::from_secs);
     let mut on_listener = |kind: &str, fd: std::os::fd::OwnedFd| {
-        if let Some(p) = proxy.as_mut() {
+        if kind == "credproxy" {
+            if let Some(c) = cred_server.take() {
+                c.start(fd);
+            }
+        } else if let Some(p) = proxy.as_mut() {
             p.listener(kind, fd);
         }
     };
@@ -370,9 +446,9 @@ fn run_degraded(
              nothing would keep the host read-only, so warden will not run the command even with --allow-degraded"
         )));
     }
-    if policy.net == NetMode::Allowlist {
+    if policy.net == NetMode::Allowlist || prepared.plan.credential_port.is_some() {
         return Err(fail(format!(
-            "cannot enforce the {layer} layer ({detail}), and --net allowlist needs a network namespace of its own \
+            "cannot enforce the {layer} layer ({detail}), and --net allowlist and --credential-* need a network namespace of its own \
              for the egress proxy; use --net none, or --net host to accept full network access"
         )));
     }

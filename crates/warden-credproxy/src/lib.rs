@@ -38,7 +38,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use proxy::CredProxy;
-pub use secret::{core_limit, harden_process, is_dumpable, key_from_str, read_key_from_fd, LockedSecret, MAX_KEY_LEN};
+pub use secret::{
+    core_limit, harden_process, is_dumpable, key_from_str, read_key_from_fd, scrub_env_var, LockedSecret, MAX_KEY_LEN,
+};
 
 /// Errors of the credential proxy. Messages never contain key bytes.
 #[derive(Debug, thiserror::Error)]

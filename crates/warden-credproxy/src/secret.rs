@@ -156,6 +156,13 @@ pub(crate) fn header_value(key: &LockedSecret, bearer: bool) -> Result<LockedSec
     r
 }
 
+/// Wipes the value of environment variable `name` in place (it no longer appears in
+/// `/proc/PID/environ` of this process or of anything forked from it) and removes it. Call it right
+/// after reading a key from the environment, while the process is still single-threaded.
+pub fn scrub_env_var(name: &str) {
+    crate::sys::scrub_env_var(name);
+}
+
 /// Hardens the process before it handles the key: `PR_SET_DUMPABLE 0` (no core dumps, no same-uid
 /// ptrace, `/proc/PID/mem` closed to other users), `RLIMIT_CORE 0`, and every `LD_*` variable removed
 /// from the environment (so a child spawned later cannot be made to preload a library).

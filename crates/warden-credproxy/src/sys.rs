@@ -169,3 +169,23 @@ pub(crate) fn rlimit_cur(resource: libc::__rlimit_resource_t) -> std::io::Result
     }
     Ok(lim.rlim_cur)
 }
+
+/// Overwrites the value of environment variable `name` with zero bytes where it lives (so it no
+/// longer shows in `/proc/PID/environ`), then removes the variable.
+///
+/// Must be called while the process is single-threaded (nothing else reads the environment).
+pub(crate) fn scrub_env_var(name: &str) {
+    let Ok(cname) = std::ffi::CString::new(name) else { return };
+    // SAFETY: single-threaded by contract, so no other thread reads or changes the environment
+    // while we look at it; getenv returns null or a pointer to the NUL-terminated value inside the
+    // process's environment strings, which are writable memory owned by this process, and we write
+    // only the `strlen` bytes before the terminator.
+    unsafe {
+        let value = libc::getenv(cname.as_ptr());
+        if !value.is_null() {
+            let len = libc::strlen(value);
+            std::ptr::write_bytes(value, 0, len);
+        }
+    }
+    std::env::remove_var(name);
+}

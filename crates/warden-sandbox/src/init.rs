@@ -97,17 +97,25 @@ fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
         if plan.new_network {
             sys::bring_up_loopback().map_err(|e| fail("network namespace", "bringing up lo", e))?;
         }
+        // The only ways out of this network namespace: listeners the parent serves. They exist
+        // before the command starts, so its first connection already queues on them.
+        let mut listeners = Vec::new();
         if let Some(p) = &plan.proxy {
-            // The only way out of this network namespace: listeners the parent serves. They
-            // exist before the command starts, so its first connection already queues on them.
-            for (kind, port) in [("http", p.http_port), ("socks5", p.socks_port)] {
+            listeners.extend([("http", p.http_port), ("socks5", p.socks_port)]);
+        }
+        if let Some(port) = plan.credential_port {
+            listeners.push(("credproxy", port));
+        }
+        if plan.new_network {
+            for (kind, port) in listeners {
+                let layer = if kind == "credproxy" { "credential proxy" } else { "egress proxy" };
                 let l = std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| SetupError {
-                    layer: "egress proxy",
+                    layer,
                     detail: format!("cannot listen on 127.0.0.1:{port} inside the sandbox: {e}"),
                 })?;
                 let msg = Message::ProxyListener { kind: kind.to_owned() }.encode();
                 sys::send_with_fd(control.0.as_raw_fd(), &msg, l.as_raw_fd())
-                    .map_err(|e| fail("egress proxy", "passing the listener to warden", e))?;
+                    .map_err(|e| fail(layer, "passing the listener to warden", e))?;
             }
         }
     } else {

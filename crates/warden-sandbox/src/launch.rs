@@ -158,6 +158,7 @@ fn clone_and_wait(
 ) -> Result<Report, LaunchError> {
     let (ours, theirs) = sys::seqpacket_pair().map_err(sys_err("socketpair for the control channel"))?;
     let (sync_r, sync_w) = sys::pipe().map_err(sys_err("pipe"))?;
+    let (ready_r, ready_w) = sys::pipe().map_err(sys_err("pipe"))?;
     let sigfd = relayed.signalfd().map_err(sys_err("signalfd"))?;
     let parent = sys::getpid();
     let start = Instant::now();
@@ -170,6 +171,16 @@ fn clone_and_wait(
     if pid1 == 0 {
         // The child: a copy of this single-threaded process, in the new namespaces.
         drop(sync_w);
+        // warden may have made itself non-dumpable (credential mode); then our /proc files would
+        // belong to root and the parent could not write our id maps. The command cannot use this:
+        // PID 1 holds capabilities the command lacks (no ptrace access) and Landlock scopes ptrace.
+        let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+        // Tell the parent it may write our id maps now.
+        if sys::write_all(ready_w.as_raw_fd(), b"1").is_err() {
+            sys::exit_now(125);
+        }
+        drop(ready_w);
+        drop(ready_r);
         let _ = SigSet::unblock_all();
         if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0).is_err() {
             sys::exit_now(125);
@@ -187,7 +198,12 @@ fn clone_and_wait(
     }
     drop(theirs);
     drop(sync_r);
+    drop(ready_w);
     let pidfd = sys::pidfd_open(pid1).map_err(sys_err("pidfd_open"))?;
+    // Wait until the child is ready for its id maps (EOF: it died; prepare_child then reports).
+    let mut byte = [0u8; 1];
+    let _ = sys::read(ready_r.as_raw_fd(), &mut byte);
+    drop(ready_r);
     if let Err(outcome) = prepare_child(plan, pid1, cgroup_procs) {
         let _ = sys::kill(pid1, libc::SIGKILL);
         let _ = sys::waitpid(pid1, false);

@@ -96,6 +96,9 @@ pub struct LaunchPlan {
     /// Egress proxy listeners to open on 127.0.0.1 inside the sandbox's network namespace
     /// (`--net allowlist`); the parent serves them.
     pub proxy: Option<ProxyPlan>,
+    /// A credential proxy listener to open on 127.0.0.1:PORT inside the sandbox's network
+    /// namespace (`warden run --credential-*`), whatever the network mode; the parent serves it.
+    pub credential_port: Option<u16>,
     /// Give the command a pseudo-terminal of the sandbox's own (set by `launch::run` when
     /// warden's stdin, stdout or stderr is a terminal).
     pub tty: Option<TtyPlan>,
@@ -265,6 +268,7 @@ pub fn compile(
             rlimits,
             hostname: String::new(),
             proxy: None,
+            credential_port: None,
             tty: None,
             pids_cgroup_max: None,
             uid,
@@ -297,6 +301,7 @@ pub fn compile(
         rlimits,
         hostname: "warden".to_owned(),
         proxy,
+        credential_port: None,
         tty: None,
         pids_cgroup_max: if uid == 0 { policy.limits.max_procs } else { None },
         uid,
@@ -332,6 +337,7 @@ pub fn compile_degraded(
     plan.new_network = false;
     plan.mounts = Vec::new();
     plan.proxy = None;
+    plan.credential_port = None;
     plan.landlock = opts.landlock_abi.map(|abi| landlock::degraded_plan(policy, abi, private_tmp, own_tty.as_deref()));
     plan.seccomp = Some(SeccompPlan {
         allow_nested_userns: false,

@@ -31,7 +31,7 @@ pub enum Message {
     /// A listening socket bound on 127.0.0.1 inside the sandbox's network namespace travels with
     /// this message; the parent serves the egress proxy on it.
     ProxyListener {
-        /// `http` (HTTP and CONNECT) or `socks5`.
+        /// `http` (HTTP and CONNECT), `socks5`, or `credproxy`.
         kind: String,
     },
     /// A layer could not be set up; the command did not run.

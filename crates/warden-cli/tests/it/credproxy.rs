@@ -103,3 +103,53 @@ fn bad_keys_are_refused_without_echoing_them() {
         }
     }
 }
+
+/// `warden run --credential-*` with the fake upstream; the command posts to $OPENAI_BASE_URL.
+fn run_with_credential(s: &Scratch, up: &FakeUpstream, how: &[&str], script: &str) -> warden_testkit::Output {
+    crate::warden()
+        .env("MY_LLM_KEY", KEY)
+        .current_dir(&s.ws)
+        .args(["run", "--audit-log"])
+        .args([s.root.join("state/audit.jsonl")])
+        .args(how)
+        .args(["--credential-upstream", &up.url("/v1/responses"), "-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", script])
+        .run()
+}
+
+const INSIDE: &str = "env | grep -E '^(OPENAI|MY_LLM)' | sort; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c MY_LLM; \
+     curl -sS -X POST \"$OPENAI_BASE_URL/responses\" -H \"Authorization: Bearer $OPENAI_API_KEY\" \
+     -H 'Content-Type: application/json' -d '{\"model\":\"m\",\"stream\":true,\"input\":[]}' | grep -c '^event: response.completed'";
+
+#[test]
+fn the_sandbox_sees_a_dummy_key_and_the_upstream_the_real_one() {
+    let s = Scratch::temp();
+    let up = FakeUpstream::start();
+    let out = run_with_credential(&s, &up, &["--credential-env", "MY_LLM_KEY"], INSIDE);
+    out.success()
+        .stdout_has("OPENAI_API_KEY=warden-proxied\nOPENAI_BASE_URL=http://127.0.0.1:8787/v1\n0\n1\n")
+        .stdout_lacks(KEY)
+        .stderr_lacks(KEY);
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header_values("authorization"), [format!("Bearer {KEY}")]);
+    let audit = std::fs::read_to_string(s.root.join("state/audit.jsonl")).expect("audit");
+    assert!(audit.contains("credproxy.request") && audit.contains("environment variable MY_LLM_KEY"), "{audit}");
+    assert!(!audit.contains(KEY), "{audit}");
+}
+
+#[test]
+fn a_credential_file_is_masked_and_works_with_the_network_off() {
+    let s = Scratch::visible();
+    let up = FakeUpstream::start();
+    let key_file = s.file("llm.key", &format!("{KEY}\n"));
+    let script = format!("cat {} ; echo masked=$?; {INSIDE}", key_file.display());
+    let out = run_with_credential(&s, &up, &["--credential-file", &key_file.display().to_string()], &script);
+    out.success().stdout_lacks(KEY).stdout_has("masked=1").stdout_has("OPENAI_API_KEY=warden-proxied");
+    assert_eq!(up.requests()[0].header_values("authorization"), [format!("Bearer {KEY}")]);
+    // Without a network namespace of its own there is nowhere safe to put the proxy.
+    run_with_credential(&s, &up, &["--credential-env", "MY_LLM_KEY", "--net", "host"], "true")
+        .code(125)
+        .stderr_has("network namespace");
+}
