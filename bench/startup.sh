@@ -37,13 +37,16 @@ cd "$work"
 
 export PATH="$bench_dir/pathbin:$PATH" CODEX_HOME="$bench_dir/codex-home"
 par8_warden="for i in 1 2 3 4 5 6 7 8; do $warden run -- true 2>/dev/null & done; wait"
+export XDG_STATE_HOME="$work/state"   # the audit log of these runs goes to the temp dir
 par8_bwrap="for i in 1 2 3 4 5 6 7 8; do bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp true & done; wait"
 
 echo "machine: $(nproc) cores, $(uname -r), $(id -un); $(date -u +%Y-%m-%dT%H:%MZ)"
 hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/startup.json" \
   -n 'true' 'true' \
   -n 'warden offline' "$warden run -p offline -- true" \
+  -n 'warden offline --no-audit' "$warden run --no-audit -p offline -- true" \
   -n 'warden workspace-write' "$warden run -p workspace-write -- true" \
+  -n 'warden workspace-write --no-audit' "$warden run --no-audit -p workspace-write -- true" \
   -n 'bwrap' 'bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp true' \
   -n 'codex sandbox' 'codex sandbox -- true' 2> >(grep -v '^warden: warning' >&2)
 hyperfine --warmup 5 --runs "$(( runs / 5 ))" --export-json "$work/parallel.json" \

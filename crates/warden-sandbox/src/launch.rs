@@ -159,6 +159,9 @@ fn clone_and_wait(
     let (ours, theirs) = sys::seqpacket_pair().map_err(sys_err("socketpair for the control channel"))?;
     let (sync_r, sync_w) = sys::pipe().map_err(sys_err("pipe"))?;
     let (ready_r, ready_w) = sys::pipe().map_err(sys_err("pipe"))?;
+    // Only a non-dumpable warden (credential mode) must wait for the child to become dumpable
+    // before it can write the child's id maps; otherwise the handshake would cost a round trip.
+    let handshake = matches!(sys::prctl(libc::PR_GET_DUMPABLE, 0, 0), Ok(0));
     let sigfd = relayed.signalfd().map_err(sys_err("signalfd"))?;
     let parent = sys::getpid();
     let start = Instant::now();
@@ -174,10 +177,12 @@ fn clone_and_wait(
         // warden may have made itself non-dumpable (credential mode); then our /proc files would
         // belong to root and the parent could not write our id maps. The command cannot use this:
         // PID 1 holds capabilities the command lacks (no ptrace access) and Landlock scopes ptrace.
-        let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
-        // Tell the parent it may write our id maps now.
-        if sys::write_all(ready_w.as_raw_fd(), b"1").is_err() {
-            sys::exit_now(125);
+        if handshake {
+            let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+            // Tell the parent it may write our id maps now.
+            if sys::write_all(ready_w.as_raw_fd(), b"1").is_err() {
+                sys::exit_now(125);
+            }
         }
         drop(ready_w);
         drop(ready_r);
@@ -201,8 +206,10 @@ fn clone_and_wait(
     drop(ready_w);
     let pidfd = sys::pidfd_open(pid1).map_err(sys_err("pidfd_open"))?;
     // Wait until the child is ready for its id maps (EOF: it died; prepare_child then reports).
-    let mut byte = [0u8; 1];
-    let _ = sys::read(ready_r.as_raw_fd(), &mut byte);
+    if handshake {
+        let mut byte = [0u8; 1];
+        let _ = sys::read(ready_r.as_raw_fd(), &mut byte);
+    }
     drop(ready_r);
     if let Err(outcome) = prepare_child(plan, pid1, cgroup_procs) {
         let _ = sys::kill(pid1, libc::SIGKILL);
