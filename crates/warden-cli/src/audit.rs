@@ -88,6 +88,13 @@ fn verify(files: Vec<PathBuf>, args: &AuditLogArgs) -> i32 {
     }
 }
 
+/// The log the arguments name and every record in it and its rotated files, oldest first.
+fn located_records(args: &AuditLogArgs) -> Result<(PathBuf, Vec<Record>), String> {
+    let (path, _) = locate(args)?;
+    let records = read_all(&path)?;
+    Ok((path, records))
+}
+
 fn read_all(path: &Path) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     for f in warden_audit::read::log_files(path) {
@@ -97,12 +104,8 @@ fn read_all(path: &Path) -> Result<Vec<Record>, String> {
 }
 
 fn show(since: Option<Duration>, event: Option<&str>, session: Option<&str>, json: bool, args: &AuditLogArgs) -> i32 {
-    let (path, _) = match locate(args) {
+    let (_, records) = match located_records(args) {
         Ok(x) => x,
-        Err(e) => return fail(e),
-    };
-    let records = match read_all(&path) {
-        Ok(r) => r,
         Err(e) => return fail(e),
     };
     // RFC 3339 UTC timestamps of one fixed width compare correctly as strings.
@@ -160,12 +163,8 @@ fn compact(v: &Value) -> String {
 }
 
 fn tail(follow: bool, lines: usize, json: bool, args: &AuditLogArgs) -> i32 {
-    let (path, _) = match locate(args) {
+    let (path, records) = match located_records(args) {
         Ok(x) => x,
-        Err(e) => return fail(e),
-    };
-    let records = match read_all(&path) {
-        Ok(r) => r,
         Err(e) => return fail(e),
     };
     let start = records.len().saturating_sub(lines);
