@@ -1,4 +1,4 @@
-//! The launch plan: everything `warden __sandbox-init` needs, computed by the parent from a
+//! The launch plan: everything the sandbox's PID 1 needs, computed by the parent from a
 //! [`Policy`] without touching the kernel.
 //!
 //! Guarantees: mount steps are ordered so that a later step can only narrow an earlier one

@@ -1,4 +1,4 @@
-//! Messages from `warden __sandbox-init` to the `warden run` parent.
+//! Messages from the sandbox's PID 1 (and the command child before exec) to the `warden run` parent.
 //!
 //! Transport: an `AF_UNIX` `SOCK_SEQPACKET` socket at descriptor [`CONTROL_FD`] of the init; one
 //! JSON message per packet, so writes from the init's processes never interleave. The
