@@ -119,15 +119,8 @@ pub struct EgressArgs {
     /// warden config file ([network] rules and [audit])
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Audit log file
-    #[arg(long, value_name = "PATH", help_heading = "Audit")]
-    pub audit_log: Option<PathBuf>,
-    /// Do not write audit records
-    #[arg(long, conflicts_with = "audit_log", help_heading = "Audit")]
-    pub no_audit: bool,
-    /// HMAC key for the audit chain
-    #[arg(long, value_name = "FILE", help_heading = "Audit")]
-    pub audit_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub audit: AuditArgs,
     /// Print every decision on stderr
     #[arg(short, long)]
     pub verbose: bool,
@@ -172,12 +165,8 @@ pub struct CredproxyArgs {
     /// Request body cap (413 above it)
     #[arg(long, value_name = "BYTES", default_value = "32M", value_parser = warden_policy::parse_size)]
     pub max_body_bytes: u64,
-    /// Audit log file
-    #[arg(long, value_name = "PATH", help_heading = "Audit")]
-    pub audit_log: Option<PathBuf>,
-    /// Do not write audit records
-    #[arg(long, conflicts_with = "audit_log", help_heading = "Audit")]
-    pub no_audit: bool,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 /// Which log the audit subcommands read.
@@ -351,6 +340,13 @@ pub struct PolicyArgs {
     /// bubblewrap). Off by default: user namespaces are a large kernel attack surface
     #[arg(long, help_heading = "Policy")]
     pub allow_nested_userns: bool,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Where `run`, `egress` and `credproxy` write their audit records.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AuditArgs {
     /// Audit log file [default: $XDG_STATE_HOME/warden/audit.jsonl or
     /// ~/.local/state/warden/audit.jsonl]
     #[arg(long, value_name = "PATH", help_heading = "Audit")]
@@ -362,6 +358,18 @@ pub struct PolicyArgs {
     /// rewriting the whole log cannot forge a valid chain
     #[arg(long, value_name = "FILE", help_heading = "Audit")]
     pub audit_key_file: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    /// These flags as policy options (the config's `[audit]` fills the rest).
+    pub fn options(&self) -> PolicyOptions {
+        PolicyOptions {
+            audit_log: self.audit_log.clone(),
+            no_audit: self.no_audit,
+            audit_key_file: self.audit_key_file.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 impl PolicyArgs {
@@ -386,9 +394,9 @@ impl PolicyArgs {
             config: self.config.clone(),
             codex_config: self.codex_config.clone(),
             allow_degraded: self.allow_degraded,
-            audit_log: self.audit_log.clone(),
-            no_audit: self.no_audit,
-            audit_key_file: self.audit_key_file.clone(),
+            audit_log: self.audit.audit_log.clone(),
+            no_audit: self.audit.no_audit,
+            audit_key_file: self.audit.audit_key_file.clone(),
             network: self.rules.to_rules(),
         }
     }

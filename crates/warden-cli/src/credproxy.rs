@@ -79,7 +79,7 @@ pub fn standalone(args: CredproxyArgs) -> i32 {
         Ok(k) => k,
         Err(e) => return fail(format!("reading the API key from stdin: {e}")),
     };
-    let audit_settings = match crate::run::audit_settings(args.audit_log.clone(), args.no_audit) {
+    let audit_settings = match crate::run::audit_settings(&args.audit) {
         Ok(a) => a,
         Err(e) => return fail(e),
     };

@@ -104,9 +104,7 @@ fn probe_offline() -> Result<f64, String> {
         codex_config: None,
         allow_degraded: true,
         allow_nested_userns: false,
-        audit_log: None,
-        no_audit: true,
-        audit_key_file: None,
+        audit: crate::args::AuditArgs { no_audit: true, ..Default::default() },
     };
     // A neutral host view: no home directory and no XDG variables, so no user config is read and
     // the probe tests the kernel, not the user's settings.

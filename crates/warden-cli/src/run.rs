@@ -201,15 +201,11 @@ impl Recorder {
     }
 }
 
-/// The audit settings of a standalone proxy (`--audit-log`, `--no-audit`, the config's `[audit]`).
-pub fn audit_settings(
-    audit_log: Option<std::path::PathBuf>,
-    no_audit: bool,
-) -> Result<warden_policy::AuditSettings, String> {
+/// The audit settings of a standalone proxy (the audit flags over the config's `[audit]`).
+pub fn audit_settings(args: &crate::args::AuditArgs) -> Result<warden_policy::AuditSettings, String> {
     let host =
         warden_policy::HostContext::from_process().map_err(|e| format!("cannot read the current directory: {e}"))?;
-    let opts = warden_policy::PolicyOptions { audit_log, no_audit, ..Default::default() };
-    Ok(warden_policy::resolve(&opts, &host).map_err(|e| e.to_string())?.policy.audit)
+    Ok(warden_policy::resolve(&args.options(), &host).map_err(|e| e.to_string())?.policy.audit)
 }
 
 /// What `warden egress` needs from the config and flags.
@@ -225,11 +221,8 @@ pub fn prepare_for_egress(args: &crate::args::EgressArgs) -> Result<EgressPrepar
     let opts = warden_policy::PolicyOptions {
         net: Some(NetMode::Allowlist),
         config: args.config.clone(),
-        audit_log: args.audit_log.clone(),
-        no_audit: args.no_audit,
-        audit_key_file: args.audit_key_file.clone(),
         network: args.rules.to_rules(),
-        ..Default::default()
+        ..args.audit.options()
     };
     let policy = warden_policy::resolve(&opts, &host).map_err(|e| e.to_string())?.policy;
     if policy.network.allow.is_empty() {
