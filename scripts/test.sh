@@ -31,6 +31,18 @@ install_packages() {
 
 install_packages
 
+# The real Codex CLI for the end-to-end credential-proxy test. Root installs it when missing; as
+# another user an existing install is used, else that test is skipped (it fails when CI is set).
+codex_dir=/opt/codex-0.169.0
+if [ -z "${WARDEN_CODEX_BIN:-}" ]; then
+  if [ "$(id -u)" = 0 ] || [ -x "$codex_dir/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex" ]; then
+    log "Codex CLI for the end-to-end test"
+    WARDEN_CODEX_BIN=$(scripts/install-codex.sh "$codex_dir")
+    export WARDEN_CODEX_BIN
+    echo "$WARDEN_CODEX_BIN"
+  fi
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -97,6 +109,7 @@ while read -r bin; do
   if out=$(cd "$stage" && setpriv --reuid=65534 --regid=65534 --clear-groups \
       env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$stage/tmp" TMPDIR="$stage/tmp" \
       WARDEN_BIN="$stage/warden" WARDEN_TEST_TMP="$stage/tmp" WARDEN_TEST_HOST_DIR="$hostdir" CI="${CI:-}" \
+      WARDEN_CODEX_BIN="${WARDEN_CODEX_BIN:-}" \
       "./$name" 2>&1); then
     echo "$out" | grep -E '^test result' || true
   else

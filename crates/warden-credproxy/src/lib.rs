@@ -29,6 +29,7 @@
 mod body;
 mod dump;
 mod proxy;
+mod resolve;
 mod secret;
 #[allow(unsafe_code)]
 mod sys;

@@ -11,6 +11,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::resolve::HickoryResolve;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -55,7 +57,7 @@ struct Inner {
     host: HeaderValue,
     /// Per route (same order as `cfg.routes`): the upstream URI and its text (for dumps).
     targets: Vec<(http::Uri, String)>,
-    client: Client<HttpsConnector<HttpConnector>, ReqBody>,
+    client: Client<HttpsConnector<HttpConnector<HickoryResolve>>, ReqBody>,
     sink: Arc<dyn RequestSink>,
     dumper: Option<Dumper>,
     shutdown: watch::Sender<bool>,
@@ -97,7 +99,7 @@ impl CredProxy {
         HeaderValue::from_bytes(auth_value.expose())
             .map_err(|_| CredError::HeaderValue { header: cfg.auth_header.to_string() })?;
 
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(HickoryResolve::new(cfg.connect_timeout));
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.connect_timeout));

@@ -153,3 +153,105 @@ fn a_credential_file_is_masked_and_works_with_the_network_off() {
         .code(125)
         .stderr_has("network namespace");
 }
+
+/// The real Codex CLI (`$WARDEN_CODEX_BIN`, installed by scripts/test.sh with
+/// scripts/install-codex.sh). Outside CI a missing binary skips the test with a message; in CI
+/// (`CI` set) it fails, so the end-to-end check cannot silently vanish.
+fn codex_bin() -> Option<std::path::PathBuf> {
+    match std::env::var_os("WARDEN_CODEX_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => Some(p.into()),
+        None if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
+            panic!("WARDEN_CODEX_BIN is not set: scripts/test.sh installs @openai/codex@0.169.0 and exports it")
+        }
+        None => {
+            eprintln!("skipped: WARDEN_CODEX_BIN is not set (scripts/install-codex.sh prints the path)");
+            None
+        }
+    }
+}
+
+/// The Codex config the README tells users to write, taken from the README itself so the
+/// documented recipe is what is tested.
+fn readme_codex_config() -> String {
+    let readme = include_str!("../../../../README.md");
+    let start = "cat > ~/.codex-warden/config.toml <<'EOF'\n";
+    let from = readme.find(start).expect("the README has the Codex config recipe") + start.len();
+    let len = readme[from..].find("\nEOF\n").expect("the recipe ends with EOF");
+    let config = &readme[from..from + len + 1];
+    assert!(config.contains("base_url = \"http://127.0.0.1:8787/v1\""), "{config}");
+    config.to_owned()
+}
+
+#[test]
+fn real_codex_reaches_the_upstream_with_the_key_it_never_holds() {
+    let Some(codex) = codex_bin() else { return };
+    let s = Scratch::visible();
+    let up = FakeUpstream::start();
+    up.set_deltas(&["Hello from ", "the fake upstream"]);
+    // CODEX_HOME must not be under the command's TMPDIR (the reference's pitfall 1); it is a
+    // host directory the run may write (sessions, logs), outside the workdir.
+    let codex_home = s.root.join("codex-home");
+    std::fs::create_dir(&codex_home).expect("mkdir codex home");
+    warden_testkit::set_mode(&codex_home, 0o777);
+    std::fs::write(codex_home.join("config.toml"), readme_codex_config()).expect("write codex config");
+    warden_testkit::set_mode(&codex_home.join("config.toml"), 0o644);
+    let script = format!(
+        "{codex} exec --sandbox danger-full-access --skip-git-repo-check 'say hi' </dev/null; rc=$?; \
+         env | grep -E '^(OPENAI|MY_LLM|CODEX_HOME)' | sort; \
+         cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c -e {KEY} -e MY_LLM; exit $rc",
+        codex = codex.display()
+    );
+    let out = crate::warden()
+        .env("MY_LLM_KEY", KEY)
+        .current_dir(&s.ws)
+        .args(["run", "-p", "workspace-write", "--yes", "--timeout", "120", "--audit-log"])
+        .args([s.root.join("state/audit.jsonl")])
+        .args(["--credential-env", "MY_LLM_KEY", "--credential-upstream", &up.url("/v1/responses")])
+        .args(["--writable"])
+        .args([&codex_home])
+        .args(["--env-set", &format!("CODEX_HOME={}", codex_home.display()), "-C"])
+        .args([&s.ws])
+        .args(["--", "sh", "-c", &script])
+        .limit(Duration::from_secs(150))
+        .run();
+    out.success()
+        .stdout_has("Hello from the fake upstream")
+        .stdout_has("OPENAI_API_KEY=warden-proxied\nOPENAI_BASE_URL=http://127.0.0.1:8787/v1\n0\n")
+        .stdout_lacks(KEY)
+        .stderr_lacks(KEY);
+    // Codex's request arrived upstream, through the proxy, carrying the real key and only it.
+    let reqs = up.requests();
+    assert!(!reqs.is_empty(), "no request reached the fake upstream; stderr:\n{}", out.stderr);
+    for r in &reqs {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/responses"));
+        assert_eq!(r.header_values("authorization"), [format!("Bearer {KEY}")]);
+        assert!(!r.header_values("authorization").iter().any(|v| v.contains("warden-proxied")));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("codex sent JSON");
+        assert!(body["model"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert!(r.body.windows(6).any(|w| w == b"say hi"), "the prompt is in the request");
+    }
+    // Nothing Codex wrote (sessions, logs, its sqlite state) and nothing warden logged holds the key.
+    for entry in walkdir(&codex_home) {
+        let data = std::fs::read(&entry).unwrap_or_default();
+        assert!(!data.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "{} holds the key", entry.display());
+    }
+    let audit = std::fs::read_to_string(s.root.join("state/audit.jsonl")).expect("audit");
+    assert!(audit.contains("\"event\":\"credproxy.request\""), "{audit}");
+    assert!(!audit.contains(KEY), "{audit}");
+}
+
+/// Every regular file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(t) if t.is_file() => out.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    out
+}

@@ -208,3 +208,23 @@ async fn records_never_carry_header_values() {
     }
     assert!(!format!("{:?}", p.proxy).contains(KEY));
 }
+
+/// The upstream's name is resolved by warden's own resolver (hickory, `/etc/hosts` first), not by
+/// glibc's NSS modules, which a static binary cannot load safely; `Host` keeps the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolves_an_upstream_name_through_etc_hosts() {
+    let hosts = std::fs::read_to_string("/etc/hosts").expect("read /etc/hosts");
+    assert!(
+        hosts.lines().any(|l| l.split_whitespace().next() == Some("127.0.0.1") && l.split_whitespace().any(|w| w == "localhost")),
+        "this test needs `127.0.0.1 localhost` in /etc/hosts"
+    );
+    let up = FakeUpstream::start();
+    let url = format!("http://localhost:{}/v1/responses", up.addr().port());
+    let p = start(CredConfig { upstream: url.parse().expect("url"), ..CredConfig::default() }).await;
+    let (status, _, resp) = send(p.addr, "POST", "/v1/responses", &[], b"{}").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header_values("host"), vec![format!("localhost:{}", up.addr().port())]);
+    assert_eq!(reqs[0].header_values("authorization"), vec![format!("Bearer {KEY}")]);
+}
