@@ -255,3 +255,73 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The usage section of Codex's `codex-responses-api-proxy` README, with the proxy replaced by
+/// `warden credproxy` and only `--upstream-url` added (the fake upstream); then its Azure example's
+/// upstream URL with a query string. Codex runs with the reference's offline `CODEX_HOME` (features
+/// that would reach the internet off) and no key of its own.
+#[test]
+fn the_seed_readme_works_as_written() {
+    let Some(codex) = codex_bin() else { return };
+    let s = Scratch::visible();
+    let up = FakeUpstream::start();
+    up.set_deltas(&["seed ", "readme ", "works"]);
+    let codex_home = s.root.join("codex-home");
+    std::fs::create_dir(&codex_home).expect("mkdir codex home");
+    let offline = readme_codex_config();
+    let offline = offline.split("model_provider =").next().unwrap_or_default();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "{offline}check_for_update_on_startup = false\n[features]\nplugins = false\napps = false\n\
+             remote_plugin = false\nunbounded_connection_retries = false\n"
+        ),
+    )
+    .expect("write codex config");
+    let bin_dir = |p: &std::path::Path| p.parent().expect("a directory").display().to_string();
+    let path = format!("{}:{}:/usr/local/bin:/usr/bin:/bin", bin_dir(&crate::warden_path()), bin_dir(&codex));
+    let info = s.root.join("server-info.json");
+    let azure = up.url("/openai/deployments/D/responses?api-version=2025-04-01-preview");
+    let script = format!(
+        r#"set -eu
+git init -q .
+printenv OPENAI_API_KEY | env -u OPENAI_API_KEY warden credproxy --http-shutdown --server-info {info} --upstream-url {upstream} &
+for i in $(seq 100); do [ -s {info} ] && break; sleep 0.05; done
+PROXY_PORT=$(jq .port {info})
+PROXY_BASE_URL="http://127.0.0.1:${{PROXY_PORT}}"
+env -u OPENAI_API_KEY codex exec -c "model_providers.openai-proxy={{ name = 'OpenAI Proxy', base_url = '${{PROXY_BASE_URL}}/v1', wire_api='responses' }}" \
+    -c model_provider="openai-proxy" \
+    'Your prompt here' </dev/null
+curl --fail --silent --show-error "${{PROXY_BASE_URL}}/shutdown"
+wait; echo "proxy exit $?"
+rm {info}
+printenv OPENAI_API_KEY | env -u OPENAI_API_KEY warden credproxy --http-shutdown --server-info {info} --upstream-url "{azure}" &
+for i in $(seq 100); do [ -s {info} ] && break; sleep 0.05; done
+PROXY_BASE_URL="http://127.0.0.1:$(jq .port {info})"
+curl --fail --silent --show-error -X POST "${{PROXY_BASE_URL}}/v1/responses" -d '{{"input":[]}}' | grep -c '^event: response.completed'
+curl --fail --silent --show-error "${{PROXY_BASE_URL}}/shutdown"
+wait; echo "proxy exit $?"
+"#,
+        info = info.display(),
+        upstream = up.url("/v1/responses"),
+    );
+    let mut cmd = warden_testkit::scrubbed_command("bash");
+    cmd.args(["-c", &script])
+        .current_dir(&s.ws)
+        .env("PATH", &path)
+        .env("OPENAI_API_KEY", KEY)
+        .env("CODEX_HOME", &codex_home);
+    let out = warden_testkit::run_bounded(cmd, Duration::from_secs(120));
+    out.success()
+        .stdout_has("seed readme works")
+        .stdout_has("shutting down\nproxy exit 0\n1\nshutting down\nproxy exit 0\n")
+        .stdout_lacks(KEY)
+        .stderr_lacks(KEY);
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/v1/responses");
+    assert_eq!(reqs[1].path, "/openai/deployments/D/responses?api-version=2025-04-01-preview");
+    for r in &reqs {
+        assert_eq!(r.header_values("authorization"), [format!("Bearer {KEY}")]);
+    }
+}
