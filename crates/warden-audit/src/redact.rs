@@ -67,8 +67,8 @@ fn triggers(s: &str) -> u16 {
     let at = |i: usize, lit: &[u8]| b.get(i..i + lit.len()).is_some_and(|w| w == lit);
     let at_ci = |i: usize, lit: &[u8]| b.get(i..i + lit.len()).is_some_and(|w| w.eq_ignore_ascii_case(lit));
     let (mut mask, mut scheme, mut userinfo_at) = (0u16, false, false);
-    for i in 0..b.len() {
-        match b[i] {
+    for (i, &byte) in b.iter().enumerate() {
+        match byte {
             b'-' if at(i, b"-----BEGIN ") => mask |= 1 << 0,
             b'a' | b'A' => {
                 if at_ci(i, b"authorization") {
