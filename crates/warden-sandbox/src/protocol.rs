@@ -48,6 +48,12 @@ pub enum Message {
         /// errno of execve.
         errno: i32,
     },
+    /// The command stopped (Ctrl-Z on the sandbox's terminal, or a stop signal). The parent
+    /// suspends itself like a job would and sends `SIGCONT` to PID 1 when it is continued.
+    Stopped {
+        /// The stop signal.
+        signal: i32,
+    },
     /// The command ended.
     /// Sent after every process of the sandbox has been killed and reaped.
     Finished {

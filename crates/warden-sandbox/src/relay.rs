@@ -4,7 +4,8 @@
 //! Guarantees: warden's terminal is put in raw mode only while warden is in its foreground
 //! process group, and is restored on every way out of the relay (drop included); keystrokes such
 //! as Ctrl-C reach the sandbox's line discipline, which signals the sandbox's foreground job;
-//! window size changes follow; output is drained before warden reports the exit status.
+//! window size changes follow; output is drained before warden reports the exit status. When the
+//! command stops (Ctrl-Z), warden gives the terminal back and stops as a job; `fg` resumes both.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -116,6 +117,27 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Gives warden's terminal back in its normal mode before warden stops (job control).
+    /// `false` when warden does not hold the terminal in the foreground.
+    pub fn suspend(&mut self) -> bool {
+        match self.saved.take() {
+            Some(saved) => {
+                sys::restore_termios(0, &saved);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After warden was continued: raw mode again if warden is back in the foreground (not after
+    /// `bg`), and the window size, which may have changed meanwhile.
+    pub fn resume(&mut self) {
+        if self.host_in.is_some() && self.saved.is_none() && sys::is_foreground(0) {
+            self.saved = sys::make_raw(0).ok();
+        }
+        self.resize();
     }
 
     /// Follows a window-size change of warden's terminal.

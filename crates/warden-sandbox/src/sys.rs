@@ -565,6 +565,44 @@ pub fn waitpid(pid: libc::pid_t, nohang: bool) -> SysResult<Option<(libc::pid_t,
     }
 }
 
+/// What `waitpid(pid, WNOHANG | WUNTRACED)` found for one child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEvent {
+    /// It stopped with this signal (it is still there).
+    Stopped(i32),
+    /// It ended (and is reaped).
+    Ended(WaitStatus),
+}
+
+/// `waitpid(pid, WNOHANG | WUNTRACED)`: `Ok(None)` when `pid` neither stopped nor ended since the
+/// last call.
+pub fn wait_stop_or_end(pid: libc::pid_t) -> SysResult<Option<ChildEvent>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        if ret < 0 {
+            let e = Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if ret == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(if libc::WIFSTOPPED(status) {
+            ChildEvent::Stopped(libc::WSTOPSIG(status))
+        } else if libc::WIFEXITED(status) {
+            ChildEvent::Ended(WaitStatus::Exited(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            ChildEvent::Ended(WaitStatus::Signaled(libc::WTERMSIG(status)))
+        } else {
+            return Ok(None);
+        }));
+    }
+}
+
 /// `kill(2)`.
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> SysResult<()> {
     // SAFETY: kill takes integers only.
@@ -934,6 +972,18 @@ pub fn open_pty_master(ptmx: &Path) -> SysResult<(OwnedFd, u32)> {
 pub fn setsid() -> SysResult<()> {
     // SAFETY: setsid takes no arguments.
     check_int(unsafe { libc::setsid() }).map(drop)
+}
+
+/// `setpgid(2)`.
+pub fn setpgid(pid: libc::pid_t, pgid: libc::pid_t) -> SysResult<()> {
+    // SAFETY: setpgid takes integers only.
+    check_int(unsafe { libc::setpgid(pid, pgid) }).map(drop)
+}
+
+/// `tcsetpgrp(3)`: makes `pgrp` the foreground process group of the terminal at `fd`.
+pub fn tcsetpgrp(fd: RawFd, pgrp: libc::pid_t) -> SysResult<()> {
+    // SAFETY: tcsetpgrp takes integers only.
+    check_int(unsafe { libc::tcsetpgrp(fd, pgrp) }).map(drop)
 }
 
 /// Opens a terminal read-write (without `O_NOCTTY`) and makes it the controlling terminal.

@@ -72,3 +72,39 @@ fn writable_outside_the_workdir_is_confirmed_on_a_terminal() {
     out.success();
     assert_eq!(std::fs::read_to_string(ext.join("f")).expect("written"), "yes\n");
 }
+
+/// Ctrl-Z stops the command (its process group is the foreground group of the sandbox's pty and
+/// not orphaned), warden gives the terminal back and stops like a job; `fg` continues both.
+#[test]
+fn ctrl_z_stops_warden_like_a_job_and_fg_resumes_the_command() {
+    assert!(crate::have("/usr/bin/script") && crate::have("/bin/bash"), "script and bash are required");
+    let s = Scratch::temp();
+    let job = s.root.join("job.sh");
+    std::fs::write(
+        &job,
+        format!(
+            "#!/bin/sh\nexec {} run -C {} -- sh -c 'echo started; cat; echo ended-$((6*7))'\n",
+            crate::warden_path().display(),
+            s.ws.display()
+        ),
+    )
+    .expect("write job.sh");
+    warden_testkit::set_mode(&job, 0o755);
+    let keys = format!(
+        "sleep 0.5; printf '%s\\n' {job}; sleep 2; printf '\\032'; sleep 1; printf 'jobs; echo jobs-$((1+1))\\n'; \
+         sleep 0.5; printf 'fg\\n'; sleep 1; printf 'typed-after-fg\\n'; sleep 0.5; printf '\\004'; sleep 1; \
+         printf 'exit\\n'",
+        job = job.display()
+    );
+    let outer = format!("({keys}) | script -qec 'bash --norc --noprofile -i' /dev/null");
+    let mut cmd = crate::scrubbed_command("sh");
+    cmd.args(["-c", &outer]).current_dir(&s.ws);
+    let out = crate::run_bounded(cmd, Duration::from_secs(60));
+    out.success().stdout_has("started").stdout_has("jobs-2").stdout_has("ended-42");
+    let at = |needle: &str| out.stdout.find(needle).unwrap_or_else(|| out.fail(&format!("no {needle:?}")));
+    // bash reported the job stopped before `jobs` ran, and the command ended only after `fg`.
+    assert!(at("Stopped") < at("jobs-2"), "{}", out.stdout);
+    assert!(at("jobs-2") < at("typed-after-fg") && at("typed-after-fg") < at("ended-42"), "{}", out.stdout);
+    // cat was stopped: what was typed while the job was stopped went to bash, not to cat.
+    assert_eq!(out.stdout.matches("jobs; echo").count(), 1, "{}", out.stdout);
+}
