@@ -537,10 +537,10 @@ pub enum WaitStatus {
     Signaled(i32),
 }
 
-/// `waitpid(2)`; `Ok(None)` when `WNOHANG` found nothing.
-pub fn waitpid(pid: libc::pid_t, nohang: bool) -> SysResult<Option<(libc::pid_t, WaitStatus)>> {
+/// `waitpid(2)` with `flags`, retried on `EINTR`: the pid and raw status, `Ok(None)` when
+/// `WNOHANG` found nothing.
+fn waitpid_raw(pid: libc::pid_t, flags: libc::c_int) -> SysResult<Option<(libc::pid_t, libc::c_int)>> {
     let mut status = 0;
-    let flags = if nohang { libc::WNOHANG } else { 0 };
     loop {
         // SAFETY: `status` is a valid out-pointer.
         let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
@@ -551,17 +551,29 @@ pub fn waitpid(pid: libc::pid_t, nohang: bool) -> SysResult<Option<(libc::pid_t,
             }
             return Err(e);
         }
-        if ret == 0 {
-            return Ok(None);
+        return Ok((ret != 0).then_some((ret, status)));
+    }
+}
+
+/// How a raw wait status ended a process; `None` for stops and continues.
+fn ended(status: libc::c_int) -> Option<WaitStatus> {
+    if libc::WIFEXITED(status) {
+        Some(WaitStatus::Exited(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(WaitStatus::Signaled(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+/// `waitpid(2)`; `Ok(None)` when `WNOHANG` found nothing.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> SysResult<Option<(libc::pid_t, WaitStatus)>> {
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        let Some((pid_found, status)) = waitpid_raw(pid, flags)? else { return Ok(None) };
+        if let Some(ws) = ended(status) {
+            return Ok(Some((pid_found, ws)));
         }
-        let ws = if libc::WIFEXITED(status) {
-            WaitStatus::Exited(libc::WEXITSTATUS(status))
-        } else if libc::WIFSIGNALED(status) {
-            WaitStatus::Signaled(libc::WTERMSIG(status))
-        } else {
-            continue;
-        };
-        return Ok(Some((ret, ws)));
     }
 }
 
@@ -577,30 +589,13 @@ pub enum ChildEvent {
 /// `waitpid(pid, WNOHANG | WUNTRACED)`: `Ok(None)` when `pid` neither stopped nor ended since the
 /// last call.
 pub fn wait_stop_or_end(pid: libc::pid_t) -> SysResult<Option<ChildEvent>> {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid out-pointer.
-        let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::WUNTRACED) };
-        if ret < 0 {
-            let e = Errno::last();
-            if e.0 == libc::EINTR {
-                continue;
-            }
-            return Err(e);
-        }
-        if ret == 0 {
-            return Ok(None);
-        }
-        return Ok(Some(if libc::WIFSTOPPED(status) {
-            ChildEvent::Stopped(libc::WSTOPSIG(status))
-        } else if libc::WIFEXITED(status) {
-            ChildEvent::Ended(WaitStatus::Exited(libc::WEXITSTATUS(status)))
-        } else if libc::WIFSIGNALED(status) {
-            ChildEvent::Ended(WaitStatus::Signaled(libc::WTERMSIG(status)))
+    Ok(waitpid_raw(pid, libc::WNOHANG | libc::WUNTRACED)?.and_then(|(_, status)| {
+        if libc::WIFSTOPPED(status) {
+            Some(ChildEvent::Stopped(libc::WSTOPSIG(status)))
         } else {
-            return Ok(None);
-        }));
-    }
+            ended(status).map(ChildEvent::Ended)
+        }
+    }))
 }
 
 /// `kill(2)`.
