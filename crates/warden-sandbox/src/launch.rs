@@ -405,7 +405,6 @@ fn prepare_child(plan: &LaunchPlan, pid: libc::pid_t, cgroup_procs: Option<&Path
     Ok(())
 }
 
-/// Reads every pending message; returns those that came with a descriptor, with it.
 /// Reads every pending message. Those that call for action now (a descriptor came with it, or
 /// the command stopped) are returned; the rest, which decide the outcome, go to `out`.
 fn drain_messages(sock: &OwnedFd, buf: &mut [u8], out: &mut Vec<Message>) -> Vec<(Message, Option<OwnedFd>)> {
