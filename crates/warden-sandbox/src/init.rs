@@ -6,9 +6,12 @@
 //! unshares and forks; a second exec of warden costs ~1.2 ms here, mostly glibc start-up and
 //! CPUID traps in a VM, and the extra process another ~0.3 ms: together a third of the start-up
 //! budget. A clone of a single-threaded parent gives the same clean process; `launch::run`
-//! refuses to clone from a multi-threaded one.) PID 1 builds the mount tree, pivots into it, brings up `lo`,
-//! and forks the command child; it then reaps zombies and forwards signals until the command
-//! ends, kills whatever is left and reports. The command child sets rlimits, `no_new_privs`,
+//! refuses to clone from a multi-threaded one.) PID 1 builds the mount tree in place (no
+//! pivot_root: bind sources are cloned, then `/` is made read-only), brings up `lo`, opens the
+//! sandbox's pty when there is a terminal (PID 1 leads its session; the command's process group is
+//! the foreground one, so job control works), and forks the command child; it then reaps zombies,
+//! reports stops of the command and forwards signals until the command ends, kills whatever is
+//! left and reports. The command child sets rlimits, `no_new_privs`,
 //! Landlock, drops every capability, installs seccomp last, and execs.
 //!
 //! Guarantees: any failure before exec is reported as [`Message::SetupFailed`] naming the
