@@ -4,30 +4,17 @@
 # and throughput of a streamed body (default 100 MB), at concurrency 1 and 64. Prints a Markdown table.
 #
 # Usage: bench/credproxy.sh [--mb N] [--ttfb-requests N]
-# Env: CODEX_BIN (a codex binary; else /opt/codex-bench, else npm-installed into $BENCH_DIR),
+# Env: CODEX_BIN (a codex binary; else scripts/install-codex.sh installs @openai/codex@0.169.0),
 #      NO_CODEX=1 to skip Codex, WARDEN_BENCH_PROXY_THREADS (proxy runtime workers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-CODEX_VERSION=0.169.0
-BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/warden-bench-codex}
-codex_in() { echo "$1/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"; }
 
 codex=""
 if [[ -z "${NO_CODEX:-}" ]]; then
   if [[ -n "${CODEX_BIN:-}" ]]; then
     codex=$CODEX_BIN
-  elif [[ -x "$(codex_in /opt/codex-bench)" ]]; then
-    codex=$(codex_in /opt/codex-bench)
-  elif [[ "$(uname -m)" == x86_64 ]] && command -v npm >/dev/null; then
-    if [[ ! -x "$(codex_in "$BENCH_DIR")" ]]; then
-      mkdir -p "$BENCH_DIR"
-      npm install --prefix "$BENCH_DIR" --no-audit --no-fund "@openai/codex@$CODEX_VERSION" >&2
-    fi
-    codex=$(codex_in "$BENCH_DIR")
-  fi
-  if [[ -n "$codex" && ! -x "$codex" ]]; then
-    echo "credproxy.sh: no usable codex binary at $codex; running without it" >&2
+  elif ! codex=$(scripts/install-codex.sh); then
+    echo "credproxy.sh: could not install the Codex CLI; running without it" >&2
     codex=""
   fi
 fi

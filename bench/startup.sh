@@ -3,14 +3,14 @@
 #
 #   bench/startup.sh [RUNS]        (default 300 runs per command, 30 warmup)
 #
-# Installs its peers when missing (Debian: hyperfine, bubblewrap; npm: @openai/codex@0.169.0
-# into $WARDEN_BENCH_DIR, default /var/tmp/warden-bench), builds warden in release mode, and
-# prints hyperfine's table plus each median as a ratio of bwrap's.
+# Installs its peers when missing (Debian: hyperfine, bubblewrap; npm: @openai/codex@0.169.0 via
+# scripts/install-codex.sh), keeps Codex's PATH aliases and home in $WARDEN_BENCH_DIR (default
+# /var/tmp/warden-bench), builds warden in release mode, and prints hyperfine's table plus each
+# median as a ratio of bwrap's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-300}
 bench_dir=${WARDEN_BENCH_DIR:-/var/tmp/warden-bench}
-codex_version=0.169.0
 
 need=()
 command -v hyperfine >/dev/null || need+=(hyperfine)
@@ -20,10 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 mkdir -p "$bench_dir"
-if [ ! -x "$bench_dir/node_modules/.bin/codex" ] || ! "$bench_dir/node_modules/.bin/codex" --version 2>/dev/null | grep -q "$codex_version"; then
-  (cd "$bench_dir" && npm install --silent --no-audit --no-fund "@openai/codex@$codex_version" >/dev/null)
-fi
-codex_bin=$(find "$bench_dir/node_modules/@openai" -path '*/vendor/*/bin/codex' -type f | head -n 1)
+codex_bin=$(scripts/install-codex.sh)
 mkdir -p "$bench_dir/pathbin" "$bench_dir/codex-home"
 # codex dispatches on argv[0]: `codex sandbox` re-executes itself as codex-linux-sandbox.
 ln -sf "$codex_bin" "$bench_dir/pathbin/codex-linux-sandbox"
