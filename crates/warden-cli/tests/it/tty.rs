@@ -108,3 +108,16 @@ fn ctrl_z_stops_warden_like_a_job_and_fg_resumes_the_command() {
     // cat was stopped: what was typed while the job was stopped went to bash, not to cat.
     assert_eq!(out.stdout.matches("jobs; echo").count(), 1, "{}", out.stdout);
 }
+
+/// When warden cannot stop as a job (here it leads `script`'s session, so its process group is
+/// orphaned and the kernel discards SIGTSTP), a stopped command is continued at once rather than
+/// left hanging.
+#[test]
+fn a_stopped_command_is_continued_when_warden_cannot_stop_as_a_job() {
+    let s = Scratch::temp();
+    // The terminal stays open past the timeout: only warden's own SIGCONT can resume the command
+    // in time (closing the terminal would continue it too, by SIGHUP and SIGCONT).
+    // `\$\$`: in_terminal's outer shell must not expand it; the command's own shell does.
+    let out = in_terminal(&s, "sleep 12", "--timeout 6 -- sh -c 'kill -STOP \\$\\$ && echo resumed-$((2*3))'");
+    out.success().stdout_has("resumed-6");
+}
