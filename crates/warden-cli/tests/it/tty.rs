@@ -91,8 +91,8 @@ fn ctrl_z_stops_warden_like_a_job_and_fg_resumes_the_command() {
     .expect("write job.sh");
     warden_testkit::set_mode(&job, 0o755);
     let keys = format!(
-        "sleep 0.5; printf '%s\\n' {job}; sleep 2; printf '\\032'; sleep 1; printf 'jobs; echo jobs-$((1+1))\\n'; \
-         sleep 0.5; printf 'fg\\n'; sleep 1; printf 'typed-after-fg\\n'; sleep 0.5; printf '\\004'; sleep 1; \
+        "sleep 0.5; printf '%s\\n' {job}; sleep 2; printf '\\032'; sleep 1.5; printf 'jobs; echo jobs-$((1+1))\\n'; \
+         sleep 1; printf 'fg\\n'; sleep 1.5; printf 'typed-after-fg\\n'; sleep 1; printf '\\004'; sleep 1.5; \
          printf 'exit\\n'",
         job = job.display()
     );
