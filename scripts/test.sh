@@ -85,6 +85,32 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 
+# A bounded fuzz run of the egress proxy's parsers of untrusted input (crates/warden-egress/fuzz).
+# cargo-fuzz needs unstable compiler flags (sanitizer coverage); the machine has only the stable
+# toolchain, so RUSTC_BOOTSTRAP=1 unlocks them for this build alone (the product is never built
+# that way). In CI, or wherever cargo-fuzz is installed; WARDEN_FUZZ_SECS per target (default 20).
+if ! command -v cargo-fuzz >/dev/null && [ -n "${CI:-}" ]; then
+  log "installing cargo-fuzz (crates.io)"
+  cargo install --locked --quiet cargo-fuzz
+fi
+if command -v cargo-fuzz >/dev/null; then
+  secs=${WARDEN_FUZZ_SECS:-20}
+  for target in request_head socks_request client_hello; do
+    log "fuzz $target for ${secs}s"
+    fuzz_log="$PWD/target/fuzz-$target.log"
+    if (cd crates/warden-egress/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" -- \
+        -max_total_time="$secs" -rss_limit_mb=2048) > "$fuzz_log" 2>&1; then
+      tail -n 1 "$fuzz_log"
+    else
+      tail -n 40 "$fuzz_log" >&2
+      echo "fuzzing $target failed: full log in $fuzz_log, input in crates/warden-egress/fuzz/artifacts/$target" >&2
+      exit 1
+    fi
+  done
+else
+  log "cargo-fuzz not installed: skipping the fuzz run (cargo install cargo-fuzz --locked to enable)"
+fi
+
 log "tests as nobody (setpriv --reuid=65534 --regid=65534 --clear-groups)"
 stage=$(mktemp -d /tmp/warden-nobody.XXXXXX)
 chmod 755 "$stage"
