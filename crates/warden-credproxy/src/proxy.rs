@@ -128,36 +128,38 @@ impl CredProxy {
     /// Serves `listener` until `GET /shutdown` (when enabled; then returns `Ok(())` once the shutdown
     /// response is written) or a fatal accept error. Connections in flight are not waited for.
     pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
-        let mut stop = self.inner.shutdown.subscribe();
-        loop {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => {
-                        let _ = s.set_nodelay(true);
-                        self.spawn_conn(s);
-                    }
-                    Err(e) if transient(&e) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(e) => return Err(e),
-                },
-                _ = stop.changed() => {}
-            }
-        }
+        let l = &listener;
+        self.serve_accepted(move || async move {
+            let (s, _) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        })
+        .await
     }
 
     /// Like [`CredProxy::serve`], on a Unix socket.
     #[cfg(unix)]
     pub async fn serve_unix(&self, listener: tokio::net::UnixListener) -> std::io::Result<()> {
+        let l = &listener;
+        self.serve_accepted(move || async move { l.accept().await.map(|(s, _)| s) }).await
+    }
+
+    /// The accept loop of [`CredProxy::serve`] and [`CredProxy::serve_unix`]: transient errors
+    /// (descriptor or memory exhaustion, aborted connections) pause it briefly, others end it.
+    async fn serve_accepted<IO, A, F>(&self, mut accept: A) -> std::io::Result<()>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: FnMut() -> F,
+        F: std::future::Future<Output = std::io::Result<IO>>,
+    {
         let mut stop = self.inner.shutdown.subscribe();
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
             tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((s, _)) => self.spawn_conn(s),
+                r = accept() => match r {
+                    Ok(s) => self.spawn_conn(s),
                     Err(e) if transient(&e) => tokio::time::sleep(Duration::from_millis(50)).await,
                     Err(e) => return Err(e),
                 },

@@ -11,16 +11,7 @@ fn log_in(s: &Scratch) -> PathBuf {
 }
 
 fn run_logged(s: &Scratch, log: &Path, extra: &[&str], argv: &[&str]) -> warden_testkit::Output {
-    crate::warden()
-        .current_dir(&s.ws)
-        .args(["run", "--audit-log"])
-        .args([log])
-        .args(["-C"])
-        .args([&s.ws])
-        .args(extra)
-        .args(["--"])
-        .args(argv)
-        .run()
+    s.run(&["--audit-log", log.to_str().expect("UTF-8 log path")], extra, argv)
 }
 
 fn audit(log: &Path, sub: &[&str]) -> warden_testkit::Output {

@@ -84,17 +84,10 @@ impl Drop for Upstream {
 /// `warden run --net allowlist` with the rules that reach `test.example:PORT` on the host.
 fn allowlisted(s: &Scratch, port: u16, extra: &[&str], argv: &[&str]) -> warden_testkit::Output {
     let rule = format!("test.example:{port}");
-    crate::warden()
-        .current_dir(&s.ws)
-        .args(["run", "--net", "allowlist", "--allow-domain", &rule])
-        .args(["--resolve", "test.example:127.0.0.1", "--allow-private", "127.0.0.1/32", "--audit-log"])
-        .args([s.root.join("state/audit.jsonl")])
-        .args(["-C"])
-        .args([&s.ws])
-        .args(extra)
-        .args(["--"])
-        .args(argv)
-        .run()
+    let log = s.root.join("state/audit.jsonl");
+    let log = log.to_str().expect("UTF-8 log path");
+    let net = ["--net", "allowlist", "--allow-domain", &rule, "--resolve", "test.example:127.0.0.1"];
+    s.run(&[&net[..], &["--allow-private", "127.0.0.1/32", "--audit-log", log]].concat(), extra, argv)
 }
 
 fn site(s: &Scratch) -> std::path::PathBuf {

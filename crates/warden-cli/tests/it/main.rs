@@ -115,15 +115,23 @@ impl Scratch {
         Scratch { _dir: d, root, ws }
     }
 
-    /// `warden run -p PROFILE -C ws [extra] -- sh -c SCRIPT`, from inside the workdir.
-    pub fn sh_with(&self, profile: &str, extra: &[&str], script: &str) -> Output {
+    /// `warden run [before] -C ws [after] -- ARGV`, from inside the workdir.
+    pub fn run(&self, before: &[&str], after: &[&str], argv: &[&str]) -> Output {
         warden()
             .current_dir(&self.ws)
-            .args(["run", "-p", profile, "-C"])
+            .args(["run"])
+            .args(before)
+            .args(["-C"])
             .args([&self.ws])
-            .args(extra)
-            .args(["--", "sh", "-c", script])
+            .args(after)
+            .args(["--"])
+            .args(argv)
             .run()
+    }
+
+    /// `warden run -p PROFILE -C ws [extra] -- sh -c SCRIPT`, from inside the workdir.
+    pub fn sh_with(&self, profile: &str, extra: &[&str], script: &str) -> Output {
+        self.run(&["-p", profile], extra, &["sh", "-c", script])
     }
 
     /// `warden run -p PROFILE -C ws -- sh -c SCRIPT`.
@@ -133,13 +141,7 @@ impl Scratch {
 
     /// `warden run -p PROFILE -C ws [extra] -- /usr/bin/python3 -c CODE`.
     pub fn py_with(&self, profile: &str, extra: &[&str], code: &str) -> Output {
-        warden()
-            .current_dir(&self.ws)
-            .args(["run", "-p", profile, "-C"])
-            .args([&self.ws])
-            .args(extra)
-            .args(["--", PY, "-c", code])
-            .run()
+        self.run(&["-p", profile], extra, &[PY, "-c", code])
     }
 
     /// `warden run -p PROFILE -C ws -- /usr/bin/python3 -c CODE`.

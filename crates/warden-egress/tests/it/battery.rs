@@ -20,6 +20,20 @@ async fn assert_denied(p: &Proxy, up: &Upstream, target: &str, host_header: &str
     up.assert_untouched(target);
 }
 
+/// `test.example` allowed on `port`, loopback allowed, and `test.example` plus `also_pinned`
+/// resolved to 127.0.0.1 (the upstream).
+fn test_example_only(port: u16, also_pinned: &[&str]) -> RulesConfig {
+    let mut resolve = vec!["test.example:127.0.0.1".to_owned()];
+    resolve.extend(also_pinned.iter().map(|h| format!("{h}:127.0.0.1")));
+    RulesConfig {
+        allow: vec![allow("test.example")],
+        allow_private: strings(&["127.0.0.0/8"]),
+        allow_ports: vec![port],
+        resolve,
+        ..RulesConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn ip_literals_in_every_form_are_denied() {
     let up = Upstream::start(true).await;
@@ -100,14 +114,7 @@ async fn allowed_names_pinned_to_forbidden_addresses_are_denied() {
 #[tokio::test]
 async fn host_header_mismatch_is_refused() {
     let up = Upstream::start(true).await;
-    let p = start_proxy(RulesConfig {
-        allow: vec![allow("test.example")],
-        allow_private: strings(&["127.0.0.0/8"]),
-        allow_ports: vec![up.port()],
-        resolve: strings(&["test.example:127.0.0.1"]),
-        ..RulesConfig::default()
-    })
-    .await;
+    let p = start_proxy(test_example_only(up.port(), &[])).await;
     let target = format!("http://test.example:{}/", up.port());
     assert_denied(&p, &up, &target, "evil.test", 400, "host-mismatch").await;
     assert_denied(&p, &up, &target, "test.example", 400, "host-mismatch").await; // port differs (80)
@@ -118,14 +125,7 @@ async fn host_header_mismatch_is_refused() {
 #[tokio::test]
 async fn second_request_on_keep_alive_connection_is_judged_on_its_own() {
     let up = Upstream::start(true).await;
-    let p = start_proxy(RulesConfig {
-        allow: vec![allow("test.example")],
-        allow_private: strings(&["127.0.0.0/8"]),
-        allow_ports: vec![up.port()],
-        resolve: strings(&["test.example:127.0.0.1", "evil.test:127.0.0.1"]),
-        ..RulesConfig::default()
-    })
-    .await;
+    let p = start_proxy(test_example_only(up.port(), &["evil.test"])).await;
     let port = up.port();
     let mut s = TcpStream::connect(p.http).await.expect("connect");
     let raw = format!("GET http://test.example:{port}/one HTTP/1.1\r\nHost: test.example:{port}\r\n\r\n");
@@ -277,14 +277,7 @@ async fn trailing_dot_case_wildcard_apex_expiry_port_and_deny() {
 async fn trailing_dot_and_case_reach_the_allowed_host() {
     let up = Upstream::start(true).await;
     let port = up.port();
-    let p = start_proxy(RulesConfig {
-        allow: vec![allow("test.example")],
-        allow_private: strings(&["127.0.0.0/8"]),
-        allow_ports: vec![port],
-        resolve: strings(&["test.example:127.0.0.1"]),
-        ..RulesConfig::default()
-    })
-    .await;
+    let p = start_proxy(test_example_only(port, &[])).await;
     let r = request(p.http, &format!("GET http://TEST.example.:{port}/ HTTP/1.1\r\nHost: test.EXAMPLE:{port}\r\n\r\n"))
         .await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -307,17 +300,7 @@ async fn origin_form_and_https_scheme_are_bad_requests() {
 async fn oversized_header_is_431() {
     let up = Upstream::start(true).await;
     let limits = Limits { max_header_bytes: 4096, ..Limits::default() };
-    let p = start_proxy_with(
-        RulesConfig {
-            allow: vec![allow("test.example")],
-            allow_private: strings(&["127.0.0.0/8"]),
-            allow_ports: vec![up.port()],
-            resolve: strings(&["test.example:127.0.0.1"]),
-            ..RulesConfig::default()
-        },
-        limits,
-    )
-    .await;
+    let p = start_proxy_with(test_example_only(up.port(), &[]), limits).await;
     let big = "a".repeat(6000);
     let authority = format!("test.example:{}", up.port());
     let r = request(p.http, &format!("GET http://{authority}/ HTTP/1.1\r\nHost: {authority}\r\nX-Big: {big}\r\n\r\n"))
@@ -401,14 +384,7 @@ async fn socks5_tunnel_checks_sni_too() {
 #[tokio::test]
 async fn pipelined_requests_are_judged_one_by_one() {
     let up = Upstream::start(true).await;
-    let p = start_proxy(RulesConfig {
-        allow: vec![allow("test.example")],
-        allow_private: strings(&["127.0.0.0/8"]),
-        allow_ports: vec![up.port()],
-        resolve: strings(&["test.example:127.0.0.1", "evil.test:127.0.0.1"]),
-        ..RulesConfig::default()
-    })
-    .await;
+    let p = start_proxy(test_example_only(up.port(), &["evil.test"])).await;
     let port = up.port();
     let mut s = TcpStream::connect(p.http).await.expect("connect");
     let raw = format!(
