@@ -57,6 +57,18 @@ pub enum Command {
     /// Verify, show or follow the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The child side of warden-session's spawn path (not for people): runs the session a parent
+    /// sends over the inherited control socket.
+    #[command(name = "__session", hide = true)]
+    Session(SessionArgs),
+}
+
+/// `warden __session`.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// The inherited control socket
+    #[arg(long, value_name = "FD", default_value_t = 3)]
+    pub control_fd: i32,
 }
 
 /// `warden audit ...`
@@ -397,6 +409,7 @@ impl PolicyArgs {
             audit_log: self.audit.audit_log.clone(),
             no_audit: self.audit.no_audit,
             audit_key_file: self.audit.audit_key_file.clone(),
+            credential_file: None,
             network: self.rules.to_rules(),
         }
     }
@@ -442,4 +455,16 @@ pub struct DoctorArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+}
+
+impl RunArgs {
+    /// `--credential-env` / `--credential-file` with `--credential-upstream`.
+    pub fn credential(&self) -> Option<warden_session::CredentialSpec> {
+        let source = match (&self.credential_env, &self.credential_file) {
+            (Some(var), _) => warden_session::CredentialSource::Env { var: var.clone() },
+            (None, Some(path)) => warden_session::CredentialSource::File { path: path.clone() },
+            (None, None) => return None,
+        };
+        Some(warden_session::CredentialSpec { source, upstream: self.credential_upstream.clone() })
+    }
 }

@@ -1,16 +1,16 @@
-//! `warden audit verify|show|tail`, and the audit records `warden run` writes.
+//! `warden audit verify|show|tail`.
 
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use warden_audit::read::Record;
-use warden_audit::{AuditConfig, AuditKey, AuditLog, Fsync};
-use warden_policy::{AuditSettings, HostContext, WardenConfig};
+use warden_audit::AuditKey;
+use warden_policy::{HostContext, WardenConfig};
 
 use crate::args::{AuditCommand, AuditLogArgs};
-use crate::run::fail;
+use crate::ui::fail;
 
 pub fn audit(cmd: AuditCommand) -> i32 {
     match cmd {
@@ -225,27 +225,4 @@ fn print_line(line: &str, json: bool) {
         Ok(r) => println!("{}", table_row(&r)),
         Err(_) => println!("{line}"),
     }
-}
-
-/// Opens the log `warden run` appends to, per the policy's settings.
-pub fn open_log(settings: &AuditSettings) -> Result<Option<AuditLog>, String> {
-    if !settings.enabled {
-        return Ok(None);
-    }
-    let Some(path) = &settings.path else { return Ok(None) };
-    let fsync: Fsync = settings.fsync.parse().map_err(|e| format!("[audit] fsync: {e}"))?;
-    let key = load_key(settings.key_file.as_deref())?;
-    let cfg = AuditConfig { path: path.clone(), fsync, max_bytes: settings.max_bytes, keep: settings.keep, key };
-    AuditLog::open(cfg).map(Some).map_err(|e| {
-        format!(
-            "cannot open the audit log {}: {e}. Fix it, choose another place with --audit-log PATH, \
-             or run without a record on purpose with --no-audit",
-            path.display()
-        )
-    })
-}
-
-/// Builds a field map from `(name, value)` pairs.
-pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }

@@ -5,30 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use warden_credproxy::{AuthScheme, CredConfig, CredProxy, RequestRecord, RequestSink, Route};
+use warden_credproxy::{AuthScheme, CredConfig, CredProxy, Route};
+use warden_session::{fields, CredproxyAudit, Recorder};
 
 use crate::args::CredproxyArgs;
-use crate::audit::fields;
-use crate::run::{fail, Recorder};
-
-/// Every proxied request becomes a `credproxy.request` audit record (never a header value).
-pub struct AuditSink(pub Recorder);
-
-impl RequestSink for AuditSink {
-    fn request(&self, r: &RequestRecord) {
-        self.0.record(
-            "credproxy.request",
-            fields([
-                ("method", json!(r.method)),
-                ("path", json!(r.path)),
-                ("status", json!(r.status)),
-                ("bytes_in", json!(r.bytes_in)),
-                ("bytes_out", json!(r.bytes_out)),
-                ("duration_ms", json!(r.duration_ms)),
-            ]),
-        );
-    }
-}
+use crate::ui::{fail, StderrEvents};
 
 fn config(args: &CredproxyArgs) -> Result<CredConfig, String> {
     let mut cfg = CredConfig {
@@ -79,15 +60,15 @@ pub fn standalone(args: CredproxyArgs) -> i32 {
         Ok(k) => k,
         Err(e) => return fail(format!("reading the API key from stdin: {e}")),
     };
-    let audit_settings = match crate::run::audit_settings(&args.audit) {
+    let audit_settings = match crate::config::audit_settings(&args.audit) {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
-    let audit = match crate::audit::open_log(&audit_settings) {
-        Ok(log) => Recorder::new(log),
+    let audit = match Recorder::open(&audit_settings, Arc::new(StderrEvents { verbose: false })) {
+        Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let proxy = match CredProxy::new(cfg, key, Arc::new(AuditSink(audit.clone()))) {
+    let proxy = match CredProxy::new(cfg, key, Arc::new(CredproxyAudit(audit.clone()))) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -138,46 +119,4 @@ pub fn standalone(args: CredproxyArgs) -> i32 {
             Err(e) => fail(format!("credential proxy stopped: {e}")),
         }
     })
-}
-
-/// The credential proxy of `warden run --credential-*`, waiting for its listener.
-pub struct SandboxProxy(CredProxy);
-
-/// Builds the proxy (the key moves into it) for requests to `upstream` from inside the sandbox.
-pub fn for_sandbox(
-    upstream: &str,
-    key: warden_credproxy::LockedSecret,
-    audit: &Recorder,
-) -> Result<SandboxProxy, String> {
-    let cfg = CredConfig {
-        upstream: upstream.parse().map_err(|e| format!("--credential-upstream {upstream:?}: {e}"))?,
-        ..CredConfig::default()
-    };
-    CredProxy::new(cfg, key, Arc::new(AuditSink(audit.clone()))).map(SandboxProxy).map_err(|e| e.to_string())
-}
-
-impl SandboxProxy {
-    /// Serves the listener PID 1 opened inside the sandbox, on a runtime thread of its own.
-    pub fn start(self, fd: std::os::fd::OwnedFd) {
-        let proxy = self.0;
-        let spawned = std::thread::Builder::new().name("warden-credproxy".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return eprintln!("warden: error: cannot start the credential proxy runtime: {e}"),
-            };
-            rt.block_on(async move {
-                let l = std::net::TcpListener::from(fd);
-                let l = match l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)) {
-                    Ok(l) => l,
-                    Err(e) => return eprintln!("warden: error: credential proxy listener: {e}"),
-                };
-                if let Err(e) = proxy.serve(l).await {
-                    eprintln!("warden: error: credential proxy stopped: {e}");
-                }
-            });
-        });
-        if let Err(e) = spawned {
-            eprintln!("warden: error: cannot start the credential proxy: {e}");
-        }
-    }
 }

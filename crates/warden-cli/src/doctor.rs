@@ -6,7 +6,6 @@ use warden_sandbox::doctor::{kernel_facts, LANDLOCK_ABI_FULL};
 use warden_sandbox::launch::{self, Outcome};
 
 use crate::args::{DoctorArgs, PolicyArgs};
-use crate::run::prepare_for;
 
 struct Check {
     layer: &'static str,
@@ -113,13 +112,12 @@ fn probe_offline() -> Result<f64, String> {
         home: None,
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into())],
     };
-    let prepared = prepare_for(&args, &["true".to_owned()], host)?;
-    let report =
-        launch::run(&prepared.plan, Some(Duration::from_secs(20)), &mut |_, _| {}).map_err(|e| e.to_string())?;
+    let spec = crate::config::session_spec(&args, &["true".to_owned()], host, None)?;
+    let prepared = warden_session::prepare(spec).map_err(|e| e.to_string())?;
+    // A probe of the kernel, not a session: no audit record, no proxy, nothing degraded on purpose.
+    let report = launch::run(&prepared.plan, Some(Duration::from_secs(20)), &mut ()).map_err(|e| e.to_string())?;
     match report.outcome {
-        Outcome::Finished(warden_sandbox::protocol::CommandStatus::Exited(0)) => {
-            Ok(report.duration.as_secs_f64() * 1e3)
-        }
+        Outcome::Finished(warden_sandbox::CommandStatus::Exited(0)) => Ok(report.duration.as_secs_f64() * 1e3),
         Outcome::SetupFailed { layer, detail } => Err(format!("{layer}: {detail}")),
         other => Err(format!("unexpected result {other:?}")),
     }

@@ -6,15 +6,23 @@ use std::io::Write;
 use warden_sandbox::plan::MountStep;
 use warden_sandbox::seccomp;
 
+use warden_session::Prepared;
+
 use crate::args::ExplainArgs;
-use crate::run::{fail, prepare, Prepared};
+use crate::ui::fail;
 
 pub fn explain(args: ExplainArgs) -> i32 {
-    let prepared = match prepare(&args.policy, &["<command>".to_owned()]) {
-        Ok(p) => p,
+    let spec = match crate::config::host()
+        .and_then(|host| crate::config::session_spec(&args.policy, &["<command>".to_owned()], host, None))
+    {
+        Ok(s) => s,
         Err(msg) => return fail(msg),
     };
-    for w in &prepared.resolved.warnings {
+    let prepared = match warden_session::prepare(spec) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    for w in &prepared.spec.warnings {
         eprintln!("{w}");
     }
     if args.json {
@@ -26,13 +34,13 @@ pub fn explain(args: ExplainArgs) -> i32 {
             .map(|(name, action)| serde_json::json!({ "syscall": name, "action": action }))
             .collect();
         let out = serde_json::json!({
-            "policy": prepared.resolved.policy,
-            "digest": prepared.resolved.policy.digest(),
+            "policy": prepared.spec.policy,
+            "digest": prepared.spec.policy.digest(),
             "plan": prepared.plan,
             "landlock_abi": prepared.landlock_abi,
             "degraded": degraded,
             "seccomp_denied": denied,
-            "warnings": prepared.resolved.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+            "warnings": prepared.spec.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return 0;
@@ -47,7 +55,7 @@ fn source_of<'a>(p: &'a warden_policy::Policy, key: &str) -> &'a str {
 
 /// The human table: which layer enforces what.
 pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
-    let p = &prepared.resolved.policy;
+    let p = &prepared.spec.policy;
     let plan = &prepared.plan;
     let mut w = |s: String| {
         let _ = writeln!(out, "{s}");
@@ -172,7 +180,7 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
     ));
     let passed: Vec<&str> = plan.env.iter().map(|(k, _)| k.as_str()).collect();
     let mut removed: Vec<&str> =
-        prepared.host_env.iter().map(|(k, _)| k.as_str()).filter(|k| !passed.contains(k)).collect();
+        prepared.spec.host_env.iter().map(|(k, _)| k.as_str()).filter(|k| !passed.contains(k)).collect();
     removed.sort_unstable();
     if !removed.is_empty() {
         // Names only: values never leave warden.

@@ -1,16 +1,19 @@
 //! `warden`: run AI coding agents (or any command) with least privilege.
 //!
-//! This crate is wiring only: clap parsing, messages for people, exit codes. Policy lives in
-//! `warden-policy`, enforcement in `warden-sandbox`.
+//! This crate is wiring only: clap parsing, the terminal prompt, messages for people, exit codes.
+//! Policy lives in `warden-policy`, sessions (proxies, audit, credential, the launch) in
+//! `warden-session`, enforcement in `warden-sandbox`.
 #![forbid(unsafe_code)]
 
 mod args;
 mod audit;
+mod config;
 mod credproxy;
 mod doctor;
 mod egress;
 mod explain;
 mod run;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -25,6 +28,19 @@ fn main() -> ExitCode {
         args::Command::Audit(a) => audit::audit(a),
         args::Command::Egress(a) => egress::standalone(a),
         args::Command::Credproxy(a) => credproxy::standalone(a),
+        args::Command::Session(a) => session_child(&a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `warden __session`: the child of warden-session's spawn path. It prints nothing: errors go
+/// back to the parent over the control socket.
+fn session_child(args: &args::SessionArgs) -> i32 {
+    match warden_sandbox::process::take_inherited_socket(args.control_fd) {
+        Ok(fd) => warden_session::child::serve(fd),
+        Err(e) => ui::fail(format!(
+            "__session is started by warden-session's spawn path, with its control socket at descriptor {}: {e}",
+            args.control_fd
+        )),
+    }
 }

@@ -40,7 +40,8 @@ use std::time::Duration;
 
 pub use proxy::CredProxy;
 pub use secret::{
-    core_limit, harden_process, is_dumpable, key_from_str, read_key_from_fd, scrub_env_var, LockedSecret, MAX_KEY_LEN,
+    core_limit, harden_process, is_dumpable, key_from_str, read_key_exact, read_key_from_fd, scrub_env_var,
+    LockedSecret, MAX_KEY_LEN,
 };
 
 /// Errors of the credential proxy. Messages never contain key bytes.
@@ -114,6 +115,14 @@ pub enum CredError {
     HeaderValue {
         /// The header name.
         header: String,
+    },
+    /// A limit of the configuration is out of range.
+    #[error("invalid limit {what}: {why}")]
+    Limit {
+        /// The setting.
+        what: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
     },
     /// The TLS client configuration for the upstream could not be built.
     #[error("cannot set up TLS for the upstream: {0}")]
@@ -209,6 +218,9 @@ pub struct CredConfig {
     pub dump_dir: Option<PathBuf>,
     /// Whether `GET /shutdown` stops [`CredProxy::serve`] (which then returns `Ok`).
     pub http_shutdown: bool,
+    /// Client connections served at once; default 256. A connection over the cap gets a `503` with
+    /// a JSON error body (a few at a time; beyond that it is closed unanswered).
+    pub max_connections: usize,
 }
 
 impl Default for CredConfig {
@@ -223,6 +235,7 @@ impl Default for CredConfig {
             max_body_bytes: 32 << 20,
             dump_dir: None,
             http_shutdown: false,
+            max_connections: 256,
         }
     }
 }

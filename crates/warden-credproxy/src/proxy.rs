@@ -15,9 +15,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use crate::resolve::HickoryResolve;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::body::{Finish, Tap};
 use crate::dump::{Dumper, MAX_DUMP_BODY};
@@ -31,6 +32,8 @@ type RespBody = Either<Full<Bytes>, Tap<Incoming>>;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long an idle upstream connection is kept for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Connections over [`CredConfig::max_connections`] answered with a `503` at once; more are closed.
+const OVERFLOW_ANSWERS: usize = 16;
 
 /// The credential-injecting proxy. Cheap to clone (an `Arc` inside); one value may serve several
 /// listeners at once.
@@ -61,6 +64,10 @@ struct Inner {
     sink: Arc<dyn RequestSink>,
     dumper: Option<Dumper>,
     shutdown: watch::Sender<bool>,
+    /// One permit per client connection served ([`CredConfig::max_connections`]).
+    slots: Arc<Semaphore>,
+    /// One permit per over-the-cap connection being answered with a `503`.
+    overflow: Arc<Semaphore>,
 }
 
 /// Lets a `Bytes` (and so a `HeaderValue`) point straight into the locked secret: no unlocked copy.
@@ -117,7 +124,14 @@ impl CredProxy {
         let targets = upstream_targets(&cfg).map_err(bad)?;
         let dumper = cfg.dump_dir.clone().map(|d| Dumper::new(d, cfg.auth_header.clone()));
         let (shutdown, _) = watch::channel(false);
-        Ok(CredProxy { inner: Arc::new(Inner { targets, host, auth_value, client, sink, dumper, shutdown, cfg }) })
+        if cfg.max_connections == 0 {
+            return Err(CredError::Limit { what: "max_connections", why: "must be at least 1" });
+        }
+        let slots = Arc::new(Semaphore::new(cfg.max_connections.min(Semaphore::MAX_PERMITS)));
+        let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
+        Ok(CredProxy {
+            inner: Arc::new(Inner { targets, host, auth_value, client, sink, dumper, shutdown, slots, overflow, cfg }),
+        })
     }
 
     /// The configuration in force.
@@ -172,8 +186,19 @@ impl CredProxy {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+            if let Ok(answering) = self.inner.overflow.clone().try_acquire_owned() {
+                let limit = self.inner.cfg.max_connections;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), answer_overflow(io, limit)).await;
+                    drop(answering);
+                });
+            }
+            return;
+        };
         let inner = self.inner.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let asked = Arc::new(AtomicBool::new(false));
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new()).header_read_timeout(inner.cfg.idle_timeout).max_buf_size(MAX_HEAD_BYTES);
@@ -223,6 +248,29 @@ fn upstream_targets(cfg: &CredConfig) -> Result<Vec<(http::Uri, String)>, &'stat
             Ok((uri, text))
         })
         .collect()
+}
+
+/// The answer to a connection over the cap: `503` with the proxy's JSON error body, then close.
+async fn answer_overflow<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, limit: usize) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    // Take in the start of the request first: closing a socket with unread data resets it, and the
+    // client would not see the answer.
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), io.read(&mut buf)).await;
+    let body = serde_json::json!({ "error": {
+        "message": format!("warden credproxy: too many connections (limit {limit}); try again later"),
+        "type": "warden_credproxy",
+        "code": "too_many_connections",
+    } })
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    io.write_all(head.as_bytes()).await?;
+    io.write_all(body.as_bytes()).await?;
+    io.shutdown().await
 }
 
 fn transient(e: &std::io::Error) -> bool {

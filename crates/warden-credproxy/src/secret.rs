@@ -129,6 +129,38 @@ fn read_key_into(fd: BorrowedFd<'_>, buf: &mut [u8; MAX_KEY_LEN + 1]) -> Result<
     LockedSecret::from_bytes(key)
 }
 
+/// Reads exactly `len` bytes from `fd` with raw `read(2)` into a fixed stack buffer (zeroized before
+/// returning, whatever the outcome) and keeps them as a key, validated like [`read_key_from_fd`]
+/// (no line end is trimmed). For a key that arrives as one length-prefixed frame of a stream that
+/// carries more after it: nothing past the `len` bytes is consumed.
+pub fn read_key_exact(fd: BorrowedFd<'_>, len: usize) -> Result<LockedSecret, CredError> {
+    if len > MAX_KEY_LEN {
+        return Err(CredError::TooLong { max: MAX_KEY_LEN });
+    }
+    let mut buf = [0u8; MAX_KEY_LEN];
+    let r = read_exact_into(fd, &mut buf[..len]).and_then(|()| {
+        validate(&buf[..len])?;
+        LockedSecret::from_bytes(&buf[..len])
+    });
+    buf.zeroize();
+    r
+}
+
+fn read_exact_into(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), CredError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match sys::read_fd(fd, &mut buf[got..]).map_err(|source| CredError::ReadKey { source })? {
+            0 => {
+                return Err(CredError::ReadKey {
+                    source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the stream ended inside the key"),
+                })
+            }
+            n => got += n,
+        }
+    }
+    Ok(())
+}
+
 /// Validates `s` like [`read_key_from_fd`] (trailing CR/LF trimmed, then `^[A-Za-z0-9_-]+$`, at most
 /// [`MAX_KEY_LEN`] bytes) and copies it into a [`LockedSecret`]. For keys taken from an environment
 /// variable or a file: the caller clears its own copy afterwards.
@@ -197,6 +229,20 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn an_exact_key_frame_leaves_what_follows_unread() {
+        let (mut w, r) = std::os::unix::net::UnixStream::pair().expect("pair");
+        w.write_all(b"sk-exact_key-1NEXT").expect("write");
+        let key = read_key_exact(r.as_fd(), 14).expect("key");
+        assert_eq!(key.expose(), b"sk-exact_key-1");
+        let mut rest = [0u8; 4];
+        std::io::Read::read_exact(&mut &r, &mut rest).expect("rest");
+        assert_eq!(&rest, b"NEXT");
+        drop(w);
+        assert!(matches!(read_key_exact(r.as_fd(), 3), Err(CredError::ReadKey { .. })), "EOF inside the key");
+        assert!(matches!(read_key_exact(r.as_fd(), MAX_KEY_LEN + 1), Err(CredError::TooLong { .. })));
+    }
 
     fn via_pipe(input: &[u8]) -> Result<LockedSecret, CredError> {
         let (r, w) = std::io::pipe().expect("pipe");

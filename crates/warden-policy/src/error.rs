@@ -32,6 +32,19 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// The audit log's directory contains the workdir, so the sandbox would see the log.
+    #[error(
+        "the audit log directory {} contains the workdir {}: the sandbox must not see the log. \
+         Choose another place with --audit-log PATH",
+        dir.display(),
+        workdir.display()
+    )]
+    AuditDirContainsWorkdir {
+        /// The audit log's directory.
+        dir: PathBuf,
+        /// The workdir.
+        workdir: PathBuf,
+    },
     /// `--profile` and `--sandbox` were both given and disagree.
     #[error("--profile {profile} conflicts with --sandbox (which selects profile {sandbox}); give only one of them")]
     ConflictingProfiles {

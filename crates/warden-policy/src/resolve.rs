@@ -72,6 +72,9 @@ pub struct PolicyOptions {
     pub no_audit: bool,
     /// `--audit-key-file FILE`.
     pub audit_key_file: Option<PathBuf>,
+    /// `--credential-file FILE`: the model key warden serves through its credential proxy; masked
+    /// inside the sandbox like `--deny-read`.
+    pub credential_file: Option<PathBuf>,
     /// `--allow-domain`, `--deny-domain`, `--allow-port`, `--allow-cidr`, `--allow-private`,
     /// `--resolve` (added to the config's `[network]` rules).
     pub network: NetworkRules,
@@ -312,13 +315,11 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
 
     // Masks.
     let mut explicit_masks = Vec::new();
-    for p in &opts.deny_read {
+    // A credential file warden reads the model key from is hidden like a --deny-read path.
+    let flagged = opts.deny_read.iter().map(|p| ("--deny-read", p));
+    for (flag, p) in flagged.chain(opts.credential_file.iter().map(|p| ("--credential-file", p))) {
         let abs = absolutize(&cwd, p);
-        fs::metadata(&abs).map_err(|source| PolicyError::PathFlag {
-            flag: "--deny-read".to_owned(),
-            path: p.clone(),
-            source,
-        })?;
+        fs::metadata(&abs).map_err(|source| PolicyError::PathFlag { flag: flag.to_owned(), path: p.clone(), source })?;
         explicit_masks.extend(mask_variants(&abs));
     }
     if let Some(w) = &warden {
@@ -326,7 +327,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
             explicit_masks.extend(mask_variants(&cp.path));
         }
     }
-    let deny_read = if profile.masks_secrets() {
+    let mut deny_read = if profile.masks_secrets() {
         let mut homes: Vec<PathBuf> = home.map(Path::to_owned).into_iter().collect();
         homes.extend(system_homes());
         let mut extra: Vec<PathBuf> = ["XDG_CONFIG_HOME", "XDG_STATE_HOME"]
@@ -429,6 +430,9 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
     };
 
     let audit = resolve_audit(opts, host, &cwd, warden.as_ref())?;
+    if !profile.everything_writable() {
+        hide_audit_state(&audit, &workdir, &mut deny_read)?;
+    }
     let mut network = warden.as_ref().map(|w| w.network.clone()).unwrap_or_default();
     network.allow.extend(opts.network.allow.iter().cloned());
     network.deny.extend(opts.network.deny.iter().cloned());
@@ -467,6 +471,25 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
     };
     serde_json::to_vec(&policy).map_err(|e| PolicyError::Unserializable { message: e.to_string() })?;
     Ok(Resolved { policy, warnings })
+}
+
+/// warden's audit log directory and key file are masked in every profile but `trusted`, so the
+/// command can neither read nor alter the record of what it did (even under a writable parent); a
+/// workdir inside the log's directory is refused.
+fn hide_audit_state(audit: &AuditSettings, workdir: &Path, deny_read: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
+    if let Some(dir) = audit.path.as_ref().and_then(|p| p.parent()) {
+        let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if workdir.starts_with(&dir) {
+            return Err(PolicyError::AuditDirContainsWorkdir { dir, workdir: workdir.to_path_buf() });
+        }
+        deny_read.push(dir);
+    }
+    if let Some(key) = &audit.key_file {
+        deny_read.push(key.clone());
+    }
+    deny_read.sort();
+    deny_read.dedup();
+    Ok(())
 }
 
 /// The default audit log location (whether or not it exists).
@@ -584,6 +607,40 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted, p.deny_read);
+    }
+
+    #[test]
+    fn warden_state_and_the_credential_file_are_masked() {
+        let f = Fixture::new();
+        let state = f.root.join("state");
+        fs::create_dir_all(&state).expect("mkdir");
+        let key_file = f.write("audit.key", "0123456789abcdef0123");
+        let cred = f.write("llm.key", "sk-test");
+        let opts = PolicyOptions {
+            audit_log: Some(state.join("audit.jsonl")),
+            audit_key_file: Some(key_file.clone()),
+            credential_file: Some(cred.clone()),
+            ..PolicyOptions::default()
+        };
+        let p = run(&opts, &f.host(&[])).policy;
+        for hidden in [&state, &key_file, &cred] {
+            assert!(p.deny_read.contains(hidden), "{} not masked: {:?}", hidden.display(), p.deny_read);
+        }
+        let trusted = PolicyOptions { profile: Some(Profile::Trusted), ..opts.clone() };
+        let p = run(&trusted, &f.host(&[])).policy;
+        assert!(!p.deny_read.contains(&state), "trusted hides nothing of warden's own");
+        let missing = PolicyOptions { credential_file: Some(f.root.join("nope")), ..PolicyOptions::default() };
+        let err = resolve(&missing, &f.host(&[])).expect_err("a missing credential file");
+        assert!(err.to_string().contains("--credential-file"), "{err}");
+    }
+
+    #[test]
+    fn a_workdir_inside_the_audit_directory_is_refused() {
+        let f = Fixture::new();
+        let opts = PolicyOptions { audit_log: Some(f.home.join("audit.jsonl")), ..PolicyOptions::default() };
+        let err = resolve(&opts, &f.host(&[])).expect_err("the workdir is under the log's directory");
+        assert!(matches!(err, PolicyError::AuditDirContainsWorkdir { .. }), "{err}");
+        assert!(err.to_string().contains("--audit-log PATH"), "{err}");
     }
 
     #[test]

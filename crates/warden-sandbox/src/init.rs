@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 
 use crate::landlock::{self, LandlockPlan};
 use crate::plan::{LaunchPlan, MountStep, Rlimit, TtyPlan};
-use crate::protocol::{CommandStatus, Message, CONTROL_FD};
+use crate::protocol::{CommandStatus, ListenerKind, Message, CONTROL_FD};
 use crate::seccomp;
-use crate::sys::{self, mount_attr, ChildEvent, Errno, Resolve, SigSet, WaitStatus};
+use crate::sys::{self, mount_attr, ChildEvent, Errno, Forked, FreshChild, Resolve, SigSet, WaitStatus};
 
 /// Exit code of the init when setup failed (the parent maps it to 125).
 const SETUP_FAILED: i32 = 125;
@@ -71,10 +71,10 @@ impl Control {
 /// Entry point of the sandbox's PID 1, in a child just cloned (into the new namespaces, with
 /// its id maps written) from the single-threaded `warden run` parent, with the control socket at
 /// [`CONTROL_FD`] and every other descriptor above 2 closed. Never returns.
-pub fn run_pid1(plan: &LaunchPlan) -> ! {
-    let Some(fd) = sys::take_fd(CONTROL_FD) else { sys::exit_now(SETUP_FAILED) };
+pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan) -> ! {
+    let Some(fd) = sys::take_fd(&me, CONTROL_FD) else { sys::exit_now(SETUP_FAILED) };
     let control = Control(fd);
-    let code = match pid1(plan, &control) {
+    let code = match pid1(&me, plan, &control) {
         Ok(code) => code,
         Err(e) => {
             control.report(&e);
@@ -85,7 +85,7 @@ pub fn run_pid1(plan: &LaunchPlan) -> ! {
 }
 
 /// PID 1 of the sandbox (or, without namespaces, a subreaper).
-fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
+fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
     sys::set_name(c"warden-init");
     let signals: Vec<libc::c_int> = FORWARDED.iter().copied().chain([libc::SIGCHLD]).collect();
     let set = SigSet::of(&signals);
@@ -104,21 +104,28 @@ fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
         // before the command starts, so its first connection already queues on them.
         let mut listeners = Vec::new();
         if let Some(p) = &plan.proxy {
-            listeners.extend([("http", p.http_port), ("socks5", p.socks_port)]);
+            listeners.extend([(ListenerKind::EgressHttp, p.http_port), (ListenerKind::EgressSocks5, p.socks_port)]);
         }
         if let Some(port) = plan.credential_port {
-            listeners.push(("credproxy", port));
+            listeners.push((ListenerKind::Credential, port));
         }
-        if plan.new_network {
+        if plan.new_network && !listeners.is_empty() {
             for (kind, port) in listeners {
-                let layer = if kind == "credproxy" { "credential proxy" } else { "egress proxy" };
+                let layer = kind.layer();
                 let l = std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| SetupError {
                     layer,
                     detail: format!("cannot listen on 127.0.0.1:{port} inside the sandbox: {e}"),
                 })?;
-                let msg = Message::ProxyListener { kind: kind.to_owned() }.encode();
+                let msg = Message::ProxyListener { kind }.encode();
                 sys::send_with_fd(control.0.as_raw_fd(), &msg, l.as_raw_fd())
                     .map_err(|e| fail(layer, "passing the listener to warden", e))?;
+            }
+            // The command starts only once warden serves them (it answers with one packet); no
+            // answer means warden refused the run, and it is about to kill us.
+            control.send(&Message::ListenersSent);
+            let mut go = [0u8; 8];
+            if !matches!(sys::read(control.0.as_raw_fd(), &mut go), Ok(n) if n > 0) {
+                sys::exit_now(SETUP_FAILED);
             }
         }
     } else {
@@ -148,16 +155,18 @@ fn pid1(plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
     };
 
     let (exec_r, exec_w) = sys::pipe().map_err(|e| fail("init", "pipe", e))?;
-    let child = sys::fork_single_threaded().map_err(|e| fail("init", "fork", e))?;
-    if child == 0 {
-        drop(exec_r);
-        let err = match command_child(plan, &exec_w, pty.as_ref()) {
-            Ok(never) => match never {},
-            Err(e) => e,
-        };
-        control.report(&err);
-        sys::exit_now(SETUP_FAILED);
-    }
+    let child = match sys::clone_process(me.single_threaded(), 0).map_err(|e| fail("init", "fork", e))? {
+        Forked::Parent(pid) => pid,
+        Forked::Child(fresh) => {
+            drop(exec_r);
+            let err = match command_child(&fresh, plan, &exec_w, pty.as_ref()) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            control.report(&err);
+            sys::exit_now(SETUP_FAILED);
+        }
+    };
     drop(exec_w);
     if pty.is_some() {
         // Also here, so that no signal to the group can precede the child's own setpgid.
@@ -258,7 +267,7 @@ enum Never {}
 
 /// Puts the command in a process group of its own, makes it the terminal's foreground group and
 /// the terminal its standard streams (per `which`).
-fn attach_tty(tty: &OwnedFd, which: &TtyPlan) -> Result<(), SetupError> {
+fn attach_tty(me: &FreshChild, tty: &OwnedFd, which: &TtyPlan) -> Result<(), SetupError> {
     sys::setpgid(0, 0).map_err(|e| fail("tty", "setpgid", e))?;
     // Still in a background group until tcsetpgrp returns, which would stop us with SIGTTOU;
     // every disposition is reset to the default before exec.
@@ -266,15 +275,20 @@ fn attach_tty(tty: &OwnedFd, which: &TtyPlan) -> Result<(), SetupError> {
     sys::tcsetpgrp(tty.as_raw_fd(), sys::getpid()).map_err(|e| fail("tty", "tcsetpgrp", e))?;
     for (fd, on) in [(0, which.stdin), (1, which.stdout), (2, which.stderr)] {
         if on {
-            sys::dup2(tty.as_raw_fd(), fd).map_err(|e| fail("tty", format!("dup2 onto {fd}"), e))?;
+            sys::dup2(me, tty.as_raw_fd(), fd).map_err(|e| fail("tty", format!("dup2 onto {fd}"), e))?;
         }
     }
     Ok(())
 }
 
-fn command_child(plan: &LaunchPlan, exec_w: &OwnedFd, pty: Option<&(OwnedFd, TtyPlan)>) -> Result<Never, SetupError> {
+fn command_child(
+    me: &FreshChild,
+    plan: &LaunchPlan,
+    exec_w: &OwnedFd,
+    pty: Option<&(OwnedFd, TtyPlan)>,
+) -> Result<Never, SetupError> {
     if let Some((tty, which)) = pty {
-        attach_tty(tty, which)?;
+        attach_tty(me, tty, which)?;
     }
     if !plan.namespaces {
         // No pid namespace to take the command down with PID 1: at least the command itself

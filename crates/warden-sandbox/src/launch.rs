@@ -2,9 +2,12 @@
 //! the terminal, enforces the timeout and reports how the command ended.
 //!
 //! Guarantees: PID 1 talks back over a `SOCK_SEQPACKET` socket; it is killed (and with it the
-//! whole sandbox) when the timeout expires or when this process dies (`PR_SET_PDEATHSIG`);
-//! signals sent to `warden` by other processes reach the command; terminal-generated signals are
-//! not duplicated; the report comes only after every process of the sandbox is gone.
+//! whole sandbox) when the timeout expires, when the caller's [`Supervisor`] cancels the run, or
+//! when this process dies (`PR_SET_PDEATHSIG`: PID 1's parent is the thread that called [`run`],
+//! which must be the process's only thread at that moment and lives as long as the process);
+//! proxy listeners are handed to the supervisor, and the command starts only once it accepted
+//! them; signals sent to `warden` by other processes reach the command; terminal-generated
+//! signals are not duplicated; the report comes only after every process of the sandbox is gone.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -13,9 +16,9 @@ use std::time::{Duration, Instant};
 use crate::cgroup::PidsCgroup;
 use crate::plan::{LaunchPlan, TtyPlan};
 use crate::protect::Placeholders;
-use crate::protocol::{CommandStatus, Message, CONTROL_FD, MAX_MESSAGE_BYTES};
+use crate::protocol::{CommandStatus, ListenerKind, Message, CONTROL_FD, MAX_MESSAGE_BYTES};
 use crate::relay::Relay;
-use crate::sys::{self, Errno, SigSet, WaitStatus};
+use crate::sys::{self, Errno, Forked, SigSet, SingleThreaded, WaitStatus};
 
 /// Signals `warden run` relays to the sandbox.
 const RELAYED: &[libc::c_int] = &[
@@ -51,6 +54,11 @@ pub enum Outcome {
         /// errno of execve.
         errno: Errno,
     },
+    /// The supervisor cancelled the run ([`Control::Cancel`]); the whole sandbox was killed.
+    Cancelled {
+        /// Why, from the supervisor.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -63,6 +71,7 @@ impl Outcome {
             Outcome::SetupFailed { .. } => 125,
             Outcome::ExecFailed { errno, .. } if errno.0 == libc::ENOENT => 127,
             Outcome::ExecFailed { .. } => 126,
+            Outcome::Cancelled { .. } => 128 + libc::SIGKILL,
         }
     }
 }
@@ -102,18 +111,67 @@ fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> LaunchError {
     move |errno| LaunchError::Sys { what, errno }
 }
 
-/// Called with each egress proxy listener (`"http"` or `"socks5"`) that PID 1 opened inside the
-/// sandbox's network namespace; the process may start threads from here on.
-pub type ListenerHook<'a> = &'a mut dyn FnMut(&str, OwnedFd);
+/// Why a supervisor refuses to serve the listeners it was given: the run is refused (the command
+/// never starts) with [`Outcome::SetupFailed`] naming `layer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The layer that cannot be provided, e.g. "egress proxy".
+    pub layer: String,
+    /// What failed.
+    pub detail: String,
+}
+
+/// What a [`Supervisor`] wants done after its control descriptor became readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Nothing.
+    Continue,
+    /// Send this signal to the sandbox's PID 1 (which forwards it to the command).
+    Signal(libc::c_int),
+    /// Kill the whole sandbox now; the outcome is [`Outcome::Cancelled`].
+    Cancel(String),
+}
+
+/// What the caller of [`run`] does while the sandbox runs. Every method has a default that does
+/// nothing, so `&mut ()` supervises nothing.
+pub trait Supervisor {
+    /// The listeners PID 1 opened inside the sandbox's network namespace (`plan.proxy`,
+    /// `plan.credential_port`), all at once, before the command starts. Start serving them here
+    /// (the process may start threads from now on); an error refuses the run.
+    fn listeners(&mut self, listeners: Vec<(ListenerKind, OwnedFd)>) -> Result<(), Refusal> {
+        drop(listeners);
+        Ok(())
+    }
+
+    /// PID 1 (`pid`, in this process's pid namespace) was released and builds the sandbox.
+    fn started(&mut self, pid: libc::pid_t) {
+        let _ = pid;
+    }
+
+    /// A descriptor to watch while the sandbox runs; [`Supervisor::control`] is called whenever
+    /// it is readable (or hung up).
+    fn control_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// The control descriptor is readable: read from it and say what to do.
+    fn control(&mut self) -> Control {
+        Control::Continue
+    }
+}
+
+impl Supervisor for () {}
 
 /// Runs `plan` in a cloned PID 1 and waits for the end.
 ///
-/// Must be called while the process is single-threaded (it clones); otherwise it refuses.
-pub fn run(plan: &LaunchPlan, timeout: Option<Duration>, on_listener: ListenerHook<'_>) -> Result<Report, LaunchError> {
-    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
-    if threads != 1 {
-        return Err(LaunchError::NotSingleThreaded { threads });
-    }
+/// Must be called while the process is single-threaded (it clones); otherwise it refuses with
+/// [`LaunchError::NotSingleThreaded`]. A multi-threaded program uses warden-session's spawn path.
+pub fn run(
+    plan: &LaunchPlan,
+    timeout: Option<Duration>,
+    supervisor: &mut dyn Supervisor,
+) -> Result<Report, LaunchError> {
+    let proof = SingleThreaded::check().map_err(|threads| LaunchError::NotSingleThreaded { threads })?;
     let cgroup = match plan.pids_cgroup_max.map(PidsCgroup::create).transpose() {
         Ok(c) => c,
         Err(detail) => {
@@ -129,7 +187,7 @@ pub fn run(plan: &LaunchPlan, timeout: Option<Duration>, on_listener: ListenerHo
     let procs = cgroup.as_ref().map(|c| c.procs_file());
     let mut plan = plan.clone();
     plan.tty = if plan.namespaces { detect_tty() } else { None };
-    let result = clone_and_wait(&plan, timeout, &relayed, procs.as_deref(), on_listener);
+    let result = clone_and_wait(proof, &plan, timeout, &relayed, procs.as_deref(), supervisor);
     let _ = SigSet::unblock_all();
     drop(cgroup);
     drop(placeholders);
@@ -142,7 +200,7 @@ fn detect_tty() -> Option<TtyPlan> {
     if !(stdin || stdout || stderr) {
         return None;
     }
-    let size = [0, 1, 2].into_iter().find_map(sys::get_winsize).unwrap_or(sys::WinSize { rows: 24, cols: 80 });
+    let size = [0, 1, 2].into_iter().find_map(sys::get_winsize).unwrap_or(crate::plan::WinSize { rows: 24, cols: 80 });
     Some(TtyPlan { stdin, stdout, stderr, size })
 }
 
@@ -151,11 +209,12 @@ fn setup_failed(layer: &str, detail: String) -> Report {
 }
 
 fn clone_and_wait(
+    proof: SingleThreaded,
     plan: &LaunchPlan,
     timeout: Option<Duration>,
     relayed: &SigSet,
     cgroup_procs: Option<&Path>,
-    on_listener: ListenerHook<'_>,
+    supervisor: &mut dyn Supervisor,
 ) -> Result<Report, LaunchError> {
     let (ours, theirs) = sys::seqpacket_pair().map_err(sys_err("socketpair for the control channel"))?;
     let (sync_r, sync_w) = sys::pipe().map_err(sys_err("pipe"))?;
@@ -167,41 +226,16 @@ fn clone_and_wait(
     let parent = sys::getpid();
     let start = Instant::now();
     let flags = namespace_flags(plan);
-    let pid1 = match sys::clone_into_namespaces(flags) {
-        Ok(p) => p,
+    let pid1 = match sys::clone_process(proof, flags) {
+        Ok(Forked::Parent(p)) => p,
+        Ok(Forked::Child(child)) => {
+            // A copy of this single-threaded process, in the new namespaces.
+            drop((ours, sigfd));
+            become_pid1(child, plan, flags, parent, handshake, Pid1Fds { theirs, sync_r, sync_w, ready_r, ready_w })
+        }
         Err(errno) if flags != 0 => return Ok(setup_failed(failing_namespace(plan), clone_detail(errno))),
         Err(errno) => return Err(LaunchError::Sys { what: "fork of the sandbox init", errno }),
     };
-    if pid1 == 0 {
-        // The child: a copy of this single-threaded process, in the new namespaces.
-        drop(sync_w);
-        // warden may have made itself non-dumpable (credential mode); then our /proc files would
-        // belong to root and the parent could not write our id maps. The command cannot use this:
-        // PID 1 holds capabilities the command lacks (no ptrace access) and Landlock scopes ptrace.
-        if handshake {
-            let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
-            // Tell the parent it may write our id maps now.
-            if sys::write_all(ready_w.as_raw_fd(), b"1").is_err() {
-                sys::exit_now(125);
-            }
-        }
-        drop(ready_w);
-        drop(ready_r);
-        let _ = SigSet::unblock_all();
-        if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0).is_err() {
-            sys::exit_now(125);
-        }
-        // Wait until the parent has written our id maps (and joined us to the cgroup). EOF
-        // means the parent died before that: there is nobody to run for.
-        let mut go = [0u8; 1];
-        if !matches!(sys::read(sync_r.as_raw_fd(), &mut go), Ok(1)) || (flags == 0 && sys::getppid() != parent) {
-            sys::exit_now(125);
-        }
-        if sys::dup2(theirs.as_raw_fd(), CONTROL_FD).is_err() || sys::close_from(CONTROL_FD as u32 + 1).is_err() {
-            sys::exit_now(125);
-        }
-        crate::init::run_pid1(plan);
-    }
     drop(theirs);
     drop(sync_r);
     drop(ready_w);
@@ -219,15 +253,87 @@ fn clone_and_wait(
     }
     sys::write_all(sync_w.as_raw_fd(), b"1").map_err(sys_err("releasing the sandbox init"))?;
     drop(sync_w);
+    supervisor.started(pid1);
+    supervise(plan, pid1, pidfd, ours, sigfd, start, timeout, cgroup_procs.is_some(), supervisor)
+}
 
+/// The descriptors PID 1 starts with (besides its standard ones).
+struct Pid1Fds {
+    theirs: OwnedFd,
+    sync_r: OwnedFd,
+    sync_w: OwnedFd,
+    ready_r: OwnedFd,
+    ready_w: OwnedFd,
+}
+
+/// The child side of the clone: become dumpable if needed, wait for the id maps, keep only the
+/// control socket (at [`CONTROL_FD`]) and run PID 1.
+fn become_pid1(
+    child: sys::FreshChild,
+    plan: &LaunchPlan,
+    flags: libc::c_int,
+    parent: libc::pid_t,
+    handshake: bool,
+    fds: Pid1Fds,
+) -> ! {
+    let Pid1Fds { theirs, sync_r, sync_w, ready_r, ready_w } = fds;
+    {
+        drop(sync_w);
+        // warden may have made itself non-dumpable (credential mode); then our /proc files would
+        // belong to root and the parent could not write our id maps. The command cannot use this:
+        // PID 1 holds capabilities the command lacks (no ptrace access) and Landlock scopes ptrace.
+        if handshake {
+            let _ = sys::prctl(libc::PR_SET_DUMPABLE, 1, 0);
+            // Tell the parent it may write our id maps now.
+            if sys::write_all(ready_w.as_raw_fd(), b"1").is_err() {
+                sys::exit_now(125);
+            }
+        }
+        drop(ready_w);
+        drop(ready_r);
+    }
+    let _ = SigSet::unblock_all();
+    if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0).is_err() {
+        sys::exit_now(125);
+    }
+    // Wait until the parent has written our id maps (and joined us to the cgroup). EOF means the
+    // parent died before that: there is nobody to run for.
+    let mut go = [0u8; 1];
+    if !matches!(sys::read(sync_r.as_raw_fd(), &mut go), Ok(1)) || (flags == 0 && sys::getppid() != parent) {
+        sys::exit_now(125);
+    }
+    if sys::dup2(&child, theirs.as_raw_fd(), CONTROL_FD).is_err()
+        || sys::close_from(&child, CONTROL_FD as u32 + 1).is_err()
+    {
+        sys::exit_now(125);
+    }
+    crate::init::run_pid1(child, plan)
+}
+
+/// The parent's loop while PID 1 runs: messages, signals, the terminal, the timeout and the
+/// supervisor's control descriptor, until every process of the sandbox is gone.
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    plan: &LaunchPlan,
+    pid1: libc::pid_t,
+    pidfd: OwnedFd,
+    ours: OwnedFd,
+    sigfd: OwnedFd,
+    start: Instant,
+    timeout: Option<Duration>,
+    wait_for_exit: bool,
+    supervisor: &mut dyn Supervisor,
+) -> Result<Report, LaunchError> {
     let deadline = timeout.map(|t| start + t);
     let mut messages: Vec<Message> = Vec::new();
     let mut timed_out = false;
+    let mut cancelled: Option<String> = None;
+    let mut refused: Option<Refusal> = None;
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
     let mut init_status = None;
     let mut relay: Option<Relay> = None;
-    // With a pids cgroup PID 1 must be gone before the cgroup can be removed: wait for it.
-    let wait_for_exit = cgroup_procs.is_some();
+    let mut listeners: Vec<(ListenerKind, OwnedFd)> = Vec::new();
+    let mut control = supervisor.control_fd();
     loop {
         let wait_ms = match deadline {
             Some(d) if !timed_out => d.saturating_duration_since(Instant::now()).as_millis().min(60_000) as i32,
@@ -237,13 +343,15 @@ fn clone_and_wait(
             libc::pollfd { fd: ours.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            // A negative descriptor is skipped by poll.
+            libc::pollfd { fd: control.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
         ];
         if let Some(r) = &relay {
             fds.extend(r.poll_fds());
         }
         sys::poll(&mut fds, wait_ms).map_err(sys_err("poll"))?;
         if let Some(r) = relay.as_mut() {
-            r.handle(&fds[3..]);
+            r.handle(&fds[4..]);
         }
         if fds[0].revents != 0 {
             for (msg, fd) in drain_messages(&ours, &mut buf, &mut messages) {
@@ -253,7 +361,19 @@ fn clone_and_wait(
                             relay = Some(Relay::new(fd, t));
                         }
                     }
-                    (Message::ProxyListener { kind }, Some(fd)) => on_listener(&kind, fd),
+                    (Message::ProxyListener { kind }, Some(fd)) => listeners.push((kind, fd)),
+                    (Message::ListenersSent, _) => match supervisor.listeners(std::mem::take(&mut listeners)) {
+                        // PID 1 starts the command on this go-ahead.
+                        Ok(()) => {
+                            if sys::write_all(ours.as_raw_fd(), b"go").is_err() {
+                                let _ = sys::kill(pid1, libc::SIGKILL);
+                            }
+                        }
+                        Err(r) => {
+                            refused = Some(r);
+                            let _ = sys::kill(pid1, libc::SIGKILL);
+                        }
+                    },
                     (Message::Stopped { .. }, _) => {
                         if let Some(r) = relay.as_mut() {
                             suspend_like_a_job(r, pid1);
@@ -291,6 +411,20 @@ fn clone_and_wait(
                 }
             }
         }
+        if fds[3].revents != 0 {
+            match supervisor.control() {
+                Control::Continue => {}
+                Control::Signal(sig) => {
+                    let _ = sys::kill(pid1, sig);
+                }
+                Control::Cancel(reason) => {
+                    // Once cancelled, the supervisor is not asked again: PID 1 is dying.
+                    control = None;
+                    cancelled.get_or_insert(reason);
+                    let _ = sys::kill(pid1, libc::SIGKILL);
+                }
+            }
+        }
         if fds[2].revents != 0 {
             init_status = sys::waitpid(pid1, false).map_err(sys_err("waitpid"))?.map(|(_, s)| s);
             drain_messages(&ours, &mut buf, &mut messages);
@@ -314,7 +448,15 @@ fn clone_and_wait(
             _ => None,
         })
         .unwrap_or(0);
-    let outcome = decide(&messages, timed_out, init_status);
+    // What PID 1 reported before a cancellation still wins: the command had already ended.
+    let reported = messages
+        .iter()
+        .any(|m| matches!(m, Message::Finished { .. } | Message::SetupFailed { .. } | Message::ExecFailed { .. }));
+    let outcome = match (refused, cancelled) {
+        (Some(r), _) => Outcome::SetupFailed { layer: r.layer, detail: r.detail },
+        (None, Some(reason)) if !reported => Outcome::Cancelled { reason },
+        _ => decide(&messages, timed_out, init_status),
+    };
     Ok(Report { outcome, duration, peak_rss_kib })
 }
 
@@ -375,9 +517,11 @@ fn failing_namespace(plan: &LaunchPlan) -> &'static str {
             continue;
         }
         flags |= flag;
-        match sys::clone_into_namespaces(flags) {
-            Ok(0) => sys::exit_now(0),
-            Ok(pid) => {
+        // Still single-threaded: the clone of the sandbox itself just failed.
+        let Ok(proof) = SingleThreaded::check() else { return "namespaces" };
+        match sys::clone_process(proof, flags) {
+            Ok(Forked::Child(_)) => sys::exit_now(0),
+            Ok(Forked::Parent(pid)) => {
                 let _ = sys::waitpid(pid, false);
             }
             Err(_) => return name,
@@ -405,15 +549,16 @@ fn prepare_child(plan: &LaunchPlan, pid: libc::pid_t, cgroup_procs: Option<&Path
     Ok(())
 }
 
-/// Reads every pending message. Those that call for action now (a descriptor came with it, or
-/// the command stopped) are returned; the rest, which decide the outcome, go to `out`.
+/// Reads every pending message. Those that call for action now (a descriptor came with it, the
+/// listeners are all there, or the command stopped) are returned; the rest, which decide the
+/// outcome, go to `out`.
 fn drain_messages(sock: &OwnedFd, buf: &mut [u8], out: &mut Vec<Message>) -> Vec<(Message, Option<OwnedFd>)> {
     let mut act = Vec::new();
     loop {
         match sys::recv_with_fd(sock.as_raw_fd(), buf) {
             Ok((0, _)) | Err(_) => return act,
             Ok((n, fd)) => match Message::decode(&buf[..n]) {
-                Some(m @ Message::Stopped { .. }) => act.push((m, fd)),
+                Some(m @ (Message::Stopped { .. } | Message::ListenersSent)) => act.push((m, fd)),
                 Some(m) => {
                     if fd.is_some() {
                         act.push((m.clone(), fd));

@@ -167,7 +167,16 @@ pub struct TtyPlan {
     /// stderr is the terminal.
     pub stderr: bool,
     /// Initial window size.
-    pub size: crate::sys::WinSize,
+    pub size: WinSize,
+}
+
+/// A terminal window size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WinSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// Seccomp settings.

@@ -21,6 +21,30 @@ pub enum CommandStatus {
     Signaled(i32),
 }
 
+/// The proxies whose listeners PID 1 opens inside the sandbox's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ListenerKind {
+    /// The egress proxy's HTTP and CONNECT port.
+    #[serde(rename = "http")]
+    EgressHttp,
+    /// The egress proxy's SOCKS5 port.
+    #[serde(rename = "socks5")]
+    EgressSocks5,
+    /// The credential proxy (`warden run --credential-*`).
+    #[serde(rename = "credproxy")]
+    Credential,
+}
+
+impl ListenerKind {
+    /// The layer named when this listener cannot be opened or served.
+    pub fn layer(self) -> &'static str {
+        match self {
+            ListenerKind::EgressHttp | ListenerKind::EgressSocks5 => "egress proxy",
+            ListenerKind::Credential => "credential proxy",
+        }
+    }
+}
+
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "kebab-case")]
@@ -29,11 +53,15 @@ pub enum Message {
     /// (`SCM_RIGHTS`); the parent relays it to warden's terminal.
     PtyMaster,
     /// A listening socket bound on 127.0.0.1 inside the sandbox's network namespace travels with
-    /// this message; the parent serves the egress proxy on it.
+    /// this message; the parent serves a proxy on it.
     ProxyListener {
-        /// `http` (HTTP and CONNECT), `socks5`, or `credproxy`.
-        kind: String,
+        /// Which proxy.
+        kind: ListenerKind,
     },
+    /// Every listener has been sent. PID 1 now waits for the parent's go-ahead (one packet) before
+    /// it starts the command, so a proxy that cannot be served refuses the run before the command's
+    /// first instruction.
+    ListenersSent,
     /// A layer could not be set up; the command did not run.
     SetupFailed {
         /// The layer (e.g. "user namespace", "mount", "landlock", "seccomp").

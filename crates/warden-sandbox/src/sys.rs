@@ -3,11 +3,19 @@
 //! Every `unsafe` block of the crate lives here. Each wrapper takes owned or borrowed Rust
 //! values, checks the return value, and turns failures into [`Errno`]. Nothing here decides
 //! policy: callers in `init` and `launch` decide what to call and in which order.
+//!
+//! Calls whose soundness depends on the state of the whole process take a proof of it: a
+//! [`SingleThreaded`] token to clone or fork, a [`FreshChild`] token (the child side of such a
+//! clone, which leaves only through exec or `_exit`) to duplicate over, close or adopt
+//! descriptors that other Rust values may own. The module is private to the crate.
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+
+use crate::plan::WinSize;
 
 /// An `errno` value with its name, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,20 +70,76 @@ fn owned(fd: libc::c_long) -> OwnedFd {
 // Namespaces and identity
 // ---------------------------------------------------------------------------------------------
 
-/// `unshare(2)`.
-pub fn unshare(flags: libc::c_int) -> SysResult<()> {
-    // SAFETY: unshare takes only an integer and affects the calling process.
-    check_int(unsafe { libc::unshare(flags) }).map(drop)
+/// Proof that this process has exactly one thread: a fork-like clone of it copies a process in
+/// which no other thread can hold a lock (allocator, stdio, environment), so the child may run
+/// ordinary Rust code.
+///
+/// Made by [`SingleThreaded::check`] (which counts `/proc/self/task`) right before a clone, or
+/// handed to the child of one ([`FreshChild::single_threaded`]); consumed by [`clone_process`].
+/// Neither `Send` nor `Clone`, and its holders start no thread before using it.
+pub struct SingleThreaded {
+    _not_send: PhantomData<*mut ()>,
 }
 
-/// `fork(2)`. Returns 0 in the child and the child's pid in the parent.
+impl SingleThreaded {
+    /// The proof, or the number of threads there are.
+    pub fn check() -> Result<SingleThreaded, usize> {
+        let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
+        if threads == 1 {
+            Ok(SingleThreaded { _not_send: PhantomData })
+        } else {
+            Err(threads)
+        }
+    }
+}
+
+/// The child side of a fork-like clone: a copy of a single-threaded process that leaves only
+/// through `execve` or [`exit_now`], never by returning into the frames it was copied with. Every
+/// descriptor those frames own is therefore never used or closed by them again, which is what
+/// lets its holder rearrange descriptors ([`dup2`], [`close_from`], [`take_fd`]).
+pub struct FreshChild {
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl FreshChild {
+    /// This process is single-threaded (a clone copies only the calling thread).
+    pub fn single_threaded(&self) -> SingleThreaded {
+        SingleThreaded { _not_send: PhantomData }
+    }
+}
+
+/// Which side of [`clone_process`] we are on.
+pub enum Forked {
+    /// The parent, with the child's pid.
+    Parent(libc::pid_t),
+    /// The child. Callers end it with `execve` or [`exit_now`] (see [`FreshChild`]).
+    Child(FreshChild),
+}
+
+/// A raw `clone(2)` without `CLONE_VM` (like `fork`), into the new namespaces of
+/// `namespace_flags` (0: a plain fork). No `atfork` handlers run.
 ///
-/// # Safety contract (checked by callers)
-/// Only called from warden's single-threaded init process, so the child may run arbitrary code.
-pub fn fork_single_threaded() -> SysResult<libc::pid_t> {
-    // SAFETY: the init process (`warden __sandbox-init`) is freshly exec'd and never starts a
-    // thread, so the child of fork is a complete copy with no lock held by another thread.
-    check_int(unsafe { libc::fork() })
+/// The child's libc thread descriptor keeps the parent's cached thread id (as after bwrap's raw
+/// clone); warden's children never `pthread_kill` themselves.
+pub fn clone_process(_proof: SingleThreaded, namespace_flags: libc::c_int) -> SysResult<Forked> {
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a private copy of the
+    // address space and continues on its copy of this stack, exactly as with fork(2). `_proof`
+    // shows the process is single-threaded, so no lock in that copy is held by a thread that does
+    // not exist in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (namespace_flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match check(ret)? {
+        0 => Ok(Forked::Child(FreshChild { _not_send: PhantomData })),
+        pid => Ok(Forked::Parent(pid as libc::pid_t)),
+    }
 }
 
 /// `sethostname(2)`.
@@ -227,21 +291,6 @@ pub fn mount(
     check_int(ret).map(drop)
 }
 
-/// `umount2(2)`.
-pub fn umount2(target: &Path, flags: libc::c_int) -> SysResult<()> {
-    let tgt = cstring(target)?;
-    // SAFETY: `tgt` is a NUL-terminated path that outlives the call.
-    check_int(unsafe { libc::umount2(tgt.as_ptr(), flags) }).map(drop)
-}
-
-/// `pivot_root(2)`.
-pub fn pivot_root(new_root: &Path, put_old: &Path) -> SysResult<()> {
-    let n = cstring(new_root)?;
-    let o = cstring(put_old)?;
-    // SAFETY: both are NUL-terminated paths that outlive the call.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(drop)
-}
-
 /// `chdir(2)`.
 pub fn chdir(path: &Path) -> SysResult<()> {
     let c = cstring(path)?;
@@ -275,13 +324,6 @@ pub fn symlink(target: &str, link: &Path) -> SysResult<()> {
     let l = cstring(link)?;
     // SAFETY: both are NUL-terminated strings that outlive the call.
     check_int(unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) }).map(drop)
-}
-
-/// `chmod(2)`.
-pub fn chmod(path: &Path, mode: u32) -> SysResult<()> {
-    let c = cstring(path)?;
-    // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    check_int(unsafe { libc::chmod(c.as_ptr(), mode) }).map(drop)
 }
 
 /// Mount attributes of `mount_setattr(2)` / `fsmount(2)`.
@@ -432,15 +474,8 @@ struct LandlockPathBeneathAttr {
     parent_fd: i32,
 }
 
-#[repr(C)]
-struct LandlockNetPortAttr {
-    allowed_access: u64,
-    port: u64,
-}
-
 const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
 const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
-const LANDLOCK_RULE_NET_PORT: u32 = 2;
 
 /// The Landlock ABI version of the running kernel, or `None` when Landlock is unavailable.
 pub fn landlock_abi() -> Option<u32> {
@@ -481,22 +516,6 @@ pub fn landlock_add_path(ruleset: &OwnedFd, dir: &OwnedFd, access: u64) -> SysRe
             ruleset.as_raw_fd(),
             LANDLOCK_RULE_PATH_BENEATH,
             &attr as *const LandlockPathBeneathAttr,
-            0u32,
-        )
-    })
-    .map(drop)
-}
-
-/// Adds a TCP port rule (ABI 4).
-pub fn landlock_add_port(ruleset: &OwnedFd, port: u16, access: u64) -> SysResult<()> {
-    let attr = LandlockNetPortAttr { allowed_access: access, port: u64::from(port) };
-    // SAFETY: `attr` has the kernel's layout and outlives the call.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_landlock_add_rule,
-            ruleset.as_raw_fd(),
-            LANDLOCK_RULE_NET_PORT,
-            &attr as *const LandlockNetPortAttr,
             0u32,
         )
     })
@@ -713,20 +732,24 @@ pub fn pidfd_open(pid: libc::pid_t) -> SysResult<OwnedFd> {
     check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) }).map(owned)
 }
 
-/// `close_range(first, ~0, 0)`: closes every descriptor from `first` on.
-pub fn close_from(first: u32) -> SysResult<()> {
-    // SAFETY: closes descriptors only; callers own every descriptor >= first.
+/// `close_range(first, ~0, 0)`: closes every descriptor from `first` on, in a fresh child whose
+/// copied frames never touch their descriptors again.
+pub fn close_from(_child: &FreshChild, first: u32) -> SysResult<()> {
+    // SAFETY: closing descriptors has no memory effects. Rust values that own descriptors >= first
+    // live only in frames the fresh child never returns to (`_child`), so none is used or closed
+    // again after this.
     check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) }).map(drop)
 }
 
-/// `dup2(2)`.
-pub fn dup2(old: RawFd, new: RawFd) -> SysResult<()> {
-    // SAFETY: dup2 takes integers only; `new` is replaced atomically.
+/// `dup2(2)` in a fresh child: `new` is replaced atomically, whoever owned it.
+pub fn dup2(_child: &FreshChild, old: RawFd, new: RawFd) -> SysResult<()> {
+    // SAFETY: dup2 takes integers only. Replacing `new` is sound because any Rust owner of `new`
+    // lives in a frame the fresh child never returns to (`_child`).
     check_int(unsafe { libc::dup2(old, new) }).map(drop)
 }
 
 /// Sets or clears `FD_CLOEXEC` on `fd`.
-pub fn set_cloexec(fd: RawFd, on: bool) -> SysResult<()> {
+fn set_cloexec(fd: RawFd, on: bool) -> SysResult<()> {
     let flag = if on { libc::FD_CLOEXEC } else { 0 };
     // SAFETY: fcntl F_SETFD takes an integer argument.
     check_int(unsafe { libc::fcntl(fd, libc::F_SETFD, flag) }).map(drop)
@@ -795,27 +818,21 @@ pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
     Errno::last()
 }
 
-/// `access(2)` with `X_OK`.
-pub fn is_executable(path: &CStr) -> SysResult<()> {
-    // SAFETY: `path` is NUL-terminated and outlives the call.
-    check_int(unsafe { libc::access(path.as_ptr(), libc::X_OK) }).map(drop)
-}
-
 /// `isatty(3)`.
 pub fn isatty(fd: RawFd) -> bool {
     // SAFETY: isatty takes an integer only.
     unsafe { libc::isatty(fd) == 1 }
 }
 
-/// Takes ownership of an inherited descriptor if it is open (and marks it close-on-exec).
-pub fn take_fd(fd: RawFd) -> Option<OwnedFd> {
+/// Takes ownership of descriptor `fd` in a fresh child, if it is open (and marks it close-on-exec).
+pub fn take_fd(_child: &FreshChild, fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return None;
     }
     set_cloexec(fd, true).ok()?;
-    // SAFETY: the descriptor is open and was handed to this process (by `warden run`) for
-    // exactly this purpose; nothing else in the process refers to it.
+    // SAFETY: the descriptor is open, and the only other Rust owner it could have lives in a frame
+    // the fresh child never returns to (`_child`): this is the one owner from now on.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -897,40 +914,9 @@ pub fn set_name(name: &CStr) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-/// A raw `clone(2)` without `CLONE_VM` (like fork) that puts the child in new namespaces:
-/// returns 0 in the child, the child's pid in the parent.
-///
-/// The child's libc thread descriptor keeps the parent's cached thread id (as after bwrap's
-/// raw clone); warden's child only uses raw system calls and never `pthread_kill`s itself.
-pub fn clone_into_namespaces(namespace_flags: libc::c_int) -> SysResult<libc::pid_t> {
-    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a private copy of
-    // the address space of this single-threaded process (callers check that), so continuing on
-    // the same stack is sound, exactly as with fork(2).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (namespace_flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    check(ret).map(|p| p as libc::pid_t)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Terminals
 // ---------------------------------------------------------------------------------------------
-
-/// A terminal window size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct WinSize {
-    /// Rows.
-    pub rows: u16,
-    /// Columns.
-    pub cols: u16,
-}
 
 /// `TIOCGWINSZ`.
 pub fn get_winsize(fd: RawFd) -> Option<WinSize> {
@@ -1112,4 +1098,103 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> SysResult<()> {
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spawning a child of a (possibly multi-threaded) parent
+// ---------------------------------------------------------------------------------------------
+
+/// Makes `fd` descriptor `target` (without close-on-exec) in the child `cmd` spawns.
+pub fn pass_fd_on_spawn(cmd: &mut std::process::Command, fd: OwnedFd, target: RawFd) {
+    use std::os::unix::process::CommandExt;
+    let hook = move || {
+        let raw = fd.as_raw_fd();
+        // SAFETY: runs in the child between fork and exec, where only async-signal-safe calls
+        // are allowed: dup2 and fcntl are, and nothing here allocates or takes a lock. `raw` is
+        // open (owned by this closure, which the Command keeps alive until spawn returns).
+        let r = unsafe {
+            if raw == target {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, target)
+            }
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: the hook only calls async-signal-safe functions (see above), as `pre_exec`
+    // requires of code that runs in the child of a possibly multi-threaded parent.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Makes the child `cmd` spawns the leader of a new session whose controlling terminal is its
+/// standard input (which must be a terminal).
+pub fn controlling_terminal_on_spawn(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let hook = || {
+        // SAFETY: runs between fork and exec; setsid and ioctl(TIOCSCTTY) are async-signal-safe
+        // system calls on integers only.
+        let r = unsafe {
+            if libc::setsid() < 0 {
+                -1
+            } else {
+                libc::ioctl(0, libc::TIOCSCTTY, 0)
+            }
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls (see above).
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Opens a terminal without making it the controlling terminal (`O_NOCTTY`), close-on-exec.
+pub fn open_tty_noctty(path: &Path) -> SysResult<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })
+        .map(|fd| owned(fd as libc::c_long))
+}
+
+/// Descriptors [`take_inherited_socket`] has handed out.
+static TAKEN_FDS: std::sync::Mutex<Vec<RawFd>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes ownership of descriptor `fd` (> 2), inherited at exec: it must be an `AF_UNIX` socket
+/// whose peer is this process's parent, and it is handed out at most once per process.
+pub fn take_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    let mut taken = TAKEN_FDS.lock().unwrap_or_else(|p| p.into_inner());
+    if fd <= 2 || taken.contains(&fd) {
+        return Err(io::Error::other(format!("descriptor {fd} is not an unclaimed inherited descriptor")));
+    }
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `domain` and `len` are valid out-pointers of the sizes passed; a closed or non-socket
+    // descriptor only makes the call fail.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len)
+    };
+    if r < 0 || domain != libc::AF_UNIX {
+        return Err(io::Error::other(format!("descriptor {fd} is not a unix socket")));
+    }
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid out-pointers of the sizes passed.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len)
+    };
+    if r < 0 || cred.pid != getppid() {
+        return Err(io::Error::other(format!("descriptor {fd} is not a socket shared with the parent process")));
+    }
+    set_cloexec(fd, true).map_err(|e| io::Error::from_raw_os_error(e.0))?;
+    taken.push(fd);
+    // SAFETY: the descriptor is open, and no other Rust value owns it: it is a unix socket whose
+    // peer is our parent, which this process never creates itself (it was inherited at exec), and
+    // the registry above hands each descriptor out once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

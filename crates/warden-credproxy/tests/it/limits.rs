@@ -94,3 +94,42 @@ fn configuration_errors_never_show_the_key() {
         assert!(!msg.contains(KEY), "{msg}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_get_503_and_the_held_ones_keep_working() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::start();
+    let p = start(CredConfig { max_connections: 2, ..config_for(&up) }).await;
+    // Two idle keep-alive connections hold both slots (a request each, answered, kept open).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.expect("connect");
+        s.write_all(b"GET /nope HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("answer").expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 403"), "{}", String::from_utf8_lossy(&buf[..n]));
+        held.push(s);
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw(p.addr, b"POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"),
+    )
+    .await
+    .expect("the third connection is answered, not left hanging");
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("\"code\":\"too_many_connections\"") && out.contains("limit 2"), "{out}");
+    assert!(up.requests().is_empty(), "nothing over the cap reached the upstream");
+    // A slot frees up when a held connection closes.
+    drop(held.pop());
+    let mut ok = false;
+    for _ in 0..50 {
+        let (status, _, _) = send(p.addr, "POST", "/v1/responses", &[], b"{}").await;
+        if status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a freed slot serves requests again");
+    assert!(!out.contains(KEY));
+}
