@@ -6,7 +6,9 @@
 # Installs its peers when missing (Debian: hyperfine, bubblewrap; npm: @openai/codex@0.169.0 via
 # scripts/install-codex.sh), keeps Codex's PATH aliases and home in $WARDEN_BENCH_DIR (default
 # /var/tmp/warden-bench), builds warden in release mode, and prints hyperfine's table plus each
-# median as a ratio of bwrap's.
+# median as a ratio of bwrap's. Last, the spawn path of warden-session (a tokio program starting
+# `true` through `warden __session`) next to `warden run -- true`, alternating in one driver
+# (crates/warden-session/examples/spawn_bench.rs), with and without the audit log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-300}
@@ -27,7 +29,9 @@ ln -sf "$codex_bin" "$bench_dir/pathbin/codex-linux-sandbox"
 ln -sf "$codex_bin" "$bench_dir/pathbin/codex"
 
 cargo build --release --locked -q -p warden-cli
+cargo build --release --locked -q -p warden-session --example spawn_bench
 warden=$PWD/target/x86_64-unknown-linux-gnu/release/warden
+spawn_bench=$PWD/target/x86_64-unknown-linux-gnu/release/examples/spawn_bench
 work=$(mktemp -d /var/tmp/warden-bench-work.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -57,3 +61,8 @@ jq -s -r '
   | ($r[] | select(.command == "bwrap") | .median) as $b
   | $r[] | "\(.command)\t\(.median * 1000 | . * 100 | round / 100) ms\t\(.median / $b | . * 100 | round / 100)x"' \
   "$work/startup.json" "$work/parallel.json" | column -t -s $'\t'
+
+echo
+echo "spawn path (warden_session::spawn .. wait) next to warden run, alternating in one process:"
+"$spawn_bench" "$warden" "$runs"
+"$spawn_bench" "$warden" "$runs" -- --no-audit

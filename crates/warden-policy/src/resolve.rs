@@ -319,7 +319,11 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
     let flagged = opts.deny_read.iter().map(|p| ("--deny-read", p));
     for (flag, p) in flagged.chain(opts.credential_file.iter().map(|p| ("--credential-file", p))) {
         let abs = absolutize(&cwd, p);
-        fs::metadata(&abs).map_err(|source| PolicyError::PathFlag { flag: flag.to_owned(), path: p.clone(), source })?;
+        fs::metadata(&abs).map_err(|source| PolicyError::PathFlag {
+            flag: flag.to_owned(),
+            path: p.clone(),
+            source,
+        })?;
         explicit_masks.extend(mask_variants(&abs));
     }
     if let Some(w) = &warden {

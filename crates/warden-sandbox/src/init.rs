@@ -1,6 +1,7 @@
 //! The sandbox init: turns a [`LaunchPlan`] into a running, confined command.
 //!
-//! Process layout: the parent `warden run`, still single-threaded, clones the sandbox's PID 1
+//! Process layout: the parent (`warden run`, or `warden __session` of warden-session's spawn
+//! path), still single-threaded, clones the sandbox's PID 1
 //! straight into new user, mount, pid, ipc, uts and network namespaces and writes its uid/gid
 //! maps (see `launch`). (design.md has the init exec'd as `warden __sandbox-init` which then
 //! unshares and forks; a second exec of warden costs ~1.2 ms here, mostly glibc start-up and
@@ -8,6 +9,7 @@
 //! budget. A clone of a single-threaded parent gives the same clean process; `launch::run`
 //! refuses to clone from a multi-threaded one.) PID 1 builds the mount tree in place (no
 //! pivot_root: bind sources are cloned, then `/` is made read-only), brings up `lo`, opens the
+//! proxies' listeners and waits until the parent serves them, opens the
 //! sandbox's pty when there is a terminal (PID 1 leads its session; the command's process group is
 //! the foreground one, so job control works), and forks the command child; it then reaps zombies,
 //! reports stops of the command and forwards signals until the command ends, kills whatever is
@@ -15,7 +17,8 @@
 //! Landlock, drops every capability, installs seccomp last, and execs.
 //!
 //! Guarantees: any failure before exec is reported as [`Message::SetupFailed`] naming the
-//! layer, and the command does not run; the command never inherits the control descriptors;
+//! layer, and the command does not run; the command starts only after the parent accepted its
+//! proxy listeners; the command never inherits the control descriptors;
 //! when PID 1 goes, the kernel kills every process of the sandbox.
 
 use std::ffi::CString;

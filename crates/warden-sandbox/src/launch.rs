@@ -292,7 +292,9 @@ fn become_pid1(
         drop(ready_w);
         drop(ready_r);
     }
-    let _ = SigSet::unblock_all();
+    // The relayed signals stay blocked (as in the parent) until PID 1 has its handlers: a signal
+    // the parent relays now stays pending instead of being dropped, which is what happens to a
+    // signal from an ancestor namespace that finds the namespace's init without a handler.
     if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0).is_err() {
         sys::exit_now(125);
     }

@@ -37,7 +37,7 @@ pub enum SessionEvent {
     },
     /// The sandbox's PID 1 was released.
     Started {
-        /// PID 1's pid in the session's own pid namespace (the host's, for `warden run`).
+        /// PID 1's pid, as the process that started the session sees it.
         pid: i32,
         /// The session id of the audit records, when auditing is on.
         audit_session: Option<String>,

@@ -139,6 +139,51 @@ fn the_sandbox_sees_a_dummy_key_and_the_upstream_the_real_one() {
     assert!(!audit.contains(KEY), "{audit}");
 }
 
+/// The environment block of a process, as `/proc/PID/environ` shows it.
+fn environ_of(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_else(|e| panic!("environ of {pid}: {e}"));
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[test]
+fn the_key_is_in_neither_wardens_nor_pid1s_environment() {
+    // Only root may read the environment of a non-dumpable process (warden, holding the key).
+    root_only!();
+    let s = Scratch::temp();
+    let up = FakeUpstream::start();
+    let marker = crate::sleep_marker(81);
+    let mut cmd = crate::scrubbed_command(crate::warden_path());
+    cmd.env("MY_LLM_KEY", KEY)
+        .env("WARDEN_TEST_VISIBLE", "visible-in-environ")
+        .current_dir(&s.ws)
+        .args(["run", "--no-audit", "--credential-env", "MY_LLM_KEY", "--credential-upstream"])
+        .arg(up.url("/v1/responses"))
+        .arg("-C")
+        .arg(&s.ws)
+        .args(["--", "sleep", &marker])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn warden");
+    let warden = child.id();
+    // warden's own argv holds the marker too: wait for the sandboxed sleep.
+    let running =
+        crate::wait_until(Duration::from_secs(20), || crate::marker_pids(&marker).iter().any(|&p| p != warden));
+    let pid1 = std::fs::read_to_string(format!("/proc/{warden}/task/{warden}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()));
+    let (warden_env, pid1_env) = (environ_of(warden), pid1.map(environ_of));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running, "the sandboxed sleep never started");
+    let pid1_env = pid1_env.expect("warden has a child, the sandbox's PID 1");
+    for (who, env) in [("warden", &warden_env), ("PID 1", &pid1_env)] {
+        // What the test reads is the real environment block: another variable is there.
+        assert!(env.contains("WARDEN_TEST_VISIBLE=visible-in-environ"), "{who}: {env:?}");
+        assert!(!env.contains(KEY), "{who} holds the key in /proc/PID/environ: {env:?}");
+    }
+}
+
 #[test]
 fn a_credential_file_is_masked_and_works_with_the_network_off() {
     let s = Scratch::visible();

@@ -1,0 +1,167 @@
+//! `launch::run` with a real sandbox, driven by test supervisors: proxy listeners refused or
+//! served, the start reported, cancellation and signals through the control descriptor.
+//!
+//! No test harness: `launch::run` clones PID 1 and needs a single-threaded caller, so `main` runs
+//! the cases one after the other on the only thread. Each case prints its name; a failure panics
+//! (exit 101) with what happened.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use warden_sandbox::launch::{self, Control, Outcome, Refusal, Supervisor};
+use warden_sandbox::plan::{self, CompileOptions, LaunchPlan};
+use warden_sandbox::{CommandStatus, ListenerKind};
+
+/// A host-visible scratch directory (not /tmp, which is private inside the sandbox).
+fn scratch() -> tempfile::TempDir {
+    let base = std::env::var_os("WARDEN_TEST_HOST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    let d = tempfile::Builder::new().prefix("warden-launch-").tempdir_in(base).expect("tempdir");
+    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// workspace-write on `ws` (network as given), no audit, a neutral host.
+fn plan_for(ws: &Path, net: warden_policy::NetMode, argv: &[&str]) -> LaunchPlan {
+    let path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_owned();
+    let host = warden_policy::HostContext { cwd: ws.to_path_buf(), home: None, env: vec![("PATH".into(), path)] };
+    let mut opts = warden_policy::PolicyOptions {
+        profile: Some(warden_policy::Profile::WorkspaceWrite),
+        workdir: Some(ws.to_path_buf()),
+        net: Some(net),
+        no_audit: true,
+        ..Default::default()
+    };
+    if net == warden_policy::NetMode::Allowlist {
+        opts.network.allow.push(warden_policy::AllowRule { pattern: "example.test".into(), expires: None });
+    }
+    let policy = warden_policy::resolve(&opts, &host).expect("policy").policy;
+    let env = policy.env.apply(&host.env);
+    let (uid, gid) = warden_sandbox::current_ids();
+    let opts = CompileOptions { allow_nested_userns: false, landlock_abi: warden_sandbox::landlock_abi() };
+    let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+    plan::compile(&policy, &argv, env, uid, gid, &opts).expect("plan")
+}
+
+#[derive(Default)]
+struct Test {
+    refuse: bool,
+    kinds: Vec<ListenerKind>,
+    started: Option<i32>,
+    control: Option<(std::io::PipeReader, std::io::PipeWriter)>,
+    on_control: Option<Control>,
+}
+
+impl Supervisor for Test {
+    fn listeners(&mut self, listeners: Vec<(ListenerKind, OwnedFd)>) -> Result<(), Refusal> {
+        self.kinds = listeners.iter().map(|(k, _)| *k).collect();
+        if self.refuse {
+            return Err(Refusal { layer: "egress proxy".into(), detail: "refused by the test".into() });
+        }
+        Ok(())
+    }
+
+    fn started(&mut self, pid: i32) {
+        self.started = Some(pid);
+        // Make the control descriptor readable right away.
+        if let Some((_, w)) = self.control.as_mut() {
+            w.write_all(b"x").expect("write the control pipe");
+        }
+    }
+
+    fn control_fd(&self) -> Option<RawFd> {
+        self.control.as_ref().map(|(r, _)| r.as_raw_fd())
+    }
+
+    fn control(&mut self) -> Control {
+        if let Some((r, _)) = self.control.as_mut() {
+            let mut b = [0u8; 1];
+            let _ = r.read(&mut b);
+        }
+        self.on_control.take().unwrap_or(Control::Continue)
+    }
+}
+
+fn case(name: &str, f: impl FnOnce()) {
+    println!("launch: {name} ...");
+    f();
+    println!("launch: {name} ok");
+}
+
+fn main() {
+    case("a refused listener means the command never runs", || {
+        let d = scratch();
+        let marker = d.path().join("ran");
+        let touch = format!("touch {}", marker.display());
+        let plan = plan_for(d.path(), warden_policy::NetMode::Allowlist, &["sh", "-c", &touch]);
+        let mut sup = Test { refuse: true, ..Default::default() };
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut sup).expect("launch");
+        assert_eq!(sup.kinds, [ListenerKind::EgressHttp, ListenerKind::EgressSocks5], "both egress listeners");
+        assert_eq!(
+            r.outcome,
+            Outcome::SetupFailed { layer: "egress proxy".into(), detail: "refused by the test".into() },
+            "{r:?}"
+        );
+        assert!(!marker.exists(), "the command ran although its proxy was refused");
+    });
+    case("served listeners let the command run; the start is reported", || {
+        let d = scratch();
+        let marker = d.path().join("ran");
+        let touch = format!("touch {}", marker.display());
+        let plan = plan_for(d.path(), warden_policy::NetMode::Allowlist, &["sh", "-c", &touch]);
+        let mut sup = Test::default();
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut sup).expect("launch");
+        assert_eq!(r.outcome, Outcome::Finished(CommandStatus::Exited(0)), "{r:?}");
+        assert!(marker.exists(), "the command did not run");
+        assert!(sup.started.is_some_and(|p| p > 1), "started() with PID 1's host pid: {:?}", sup.started);
+    });
+    case("without proxies no listener is offered", || {
+        let d = scratch();
+        let plan = plan_for(d.path(), warden_policy::NetMode::None, &["true"]);
+        let mut sup = Test { refuse: true, ..Default::default() };
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut sup).expect("launch");
+        assert_eq!(r.outcome, Outcome::Finished(CommandStatus::Exited(0)), "{r:?}");
+        assert!(sup.kinds.is_empty());
+    });
+    case("the control descriptor can cancel the whole sandbox", || {
+        let d = scratch();
+        let plan = plan_for(d.path(), warden_policy::NetMode::None, &["sh", "-c", "sleep 30 & sleep 30"]);
+        let mut sup = Test {
+            control: Some(std::io::pipe().expect("pipe")),
+            on_control: Some(Control::Cancel("cancelled by the test".into())),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut sup).expect("launch");
+        assert_eq!(r.outcome, Outcome::Cancelled { reason: "cancelled by the test".into() }, "{r:?}");
+        assert_eq!(r.outcome.exit_code(), 137);
+        assert!(t.elapsed() < Duration::from_secs(10), "cancelled, not timed out: {:?}", t.elapsed());
+    });
+    case("the control descriptor can signal the command", || {
+        let d = scratch();
+        let plan = plan_for(d.path(), warden_policy::NetMode::None, &["sleep", "30"]);
+        let mut sup = Test {
+            control: Some(std::io::pipe().expect("pipe")),
+            on_control: Some(Control::Signal(libc::SIGTERM)),
+            ..Default::default()
+        };
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut sup).expect("launch");
+        assert_eq!(r.outcome, Outcome::Finished(CommandStatus::Signaled(libc::SIGTERM)), "{r:?}");
+    });
+    case("a multi-threaded caller is refused", || {
+        let d = scratch();
+        let plan = plan_for(d.path(), warden_policy::NetMode::None, &["true"]);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let r = launch::run(&plan, None, &mut ());
+        drop(tx);
+        t.join().expect("join");
+        assert!(matches!(r, Err(launch::LaunchError::NotSingleThreaded { threads: 2 })), "{r:?}");
+    });
+    println!("launch: all cases passed");
+}
