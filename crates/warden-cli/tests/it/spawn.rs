@@ -250,6 +250,10 @@ async fn a_session_that_cannot_start_says_why() {
     let end = h.wait().await.expect("wait");
     assert_eq!(end.exit_code(), 125, "{end:?}");
     assert!(end.refused.as_deref().is_some_and(|m| m.contains("no command given")), "{end:?}");
+    // A warden binary that is not there is an error naming it.
+    let missing = Path::new("/nonexistent/warden");
+    let err = spawn(missing, spec(&p.ws, &p.audit, "offline", |_| {}, &["true"]), None).await.expect_err("no binary");
+    assert!(err.to_string().contains("/nonexistent/warden"), "{err}");
     // The hidden entry refuses to run without a control socket from a parent.
     let out = crate::warden().args(["__session"]).run();
     out.code(125).stderr_has("control socket");
