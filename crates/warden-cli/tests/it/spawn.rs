@@ -118,7 +118,10 @@ async fn fifty_sessions_at_once_and_ten_dropped_mid_run_leave_nothing_behind() {
             let mut echoed = String::new();
             tokio::time::timeout(LIMIT, stdout.read_line(&mut echoed)).await.expect("echo in time").expect("read");
             assert_eq!(echoed, line, "the round trip through cat in session {i}");
-            let pid1 = h.sandbox_pid().expect("started before it echoed");
+            // The echo can overtake the Started event (stdout and the control channel are two
+            // streams); wait for the event itself.
+            let pid1 = tokio::time::timeout(LIMIT, h.started()).await.expect("in time").expect("started");
+            assert_eq!(h.sandbox_pid(), Some(pid1));
             if i < 10 {
                 // Mid-run: cat still waits for input (its stdin stays open, held by the test until
                 // the end). Dropping the handle must end it all.
