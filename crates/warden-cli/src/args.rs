@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use warden_policy::{EnvInherit, NetMode, PolicyOptions, Profile};
+use warden_policy::{EnvInherit, GitMode, NetMode, PolicyOptions, Profile};
 
 /// Run AI coding agents, or any command, with least privilege.
 ///
@@ -225,6 +225,11 @@ fn net_parser() -> impl TypedValueParser<Value = NetMode> {
     PossibleValuesParser::new(["none", "allowlist", "host"]).map(|s| s.parse::<NetMode>().expect("listed modes parse"))
 }
 
+fn git_parser() -> impl TypedValueParser<Value = GitMode> {
+    PossibleValuesParser::new(warden_policy::profile::GIT_MODE_NAMES)
+        .map(|s| s.parse::<GitMode>().expect("listed git modes parse"))
+}
+
 fn inherit_parser() -> impl TypedValueParser<Value = EnvInherit> {
     PossibleValuesParser::new(["all", "core", "none"]).map(|s| s.parse::<EnvInherit>().expect("listed values parse"))
 }
@@ -305,6 +310,10 @@ pub struct PolicyArgs {
     /// Hide PATH (in addition to ~/.ssh, ~/.aws, ... which are always hidden)
     #[arg(long, value_name = "PATH", help_heading = "Filesystem")]
     pub deny_read: Vec<PathBuf>,
+    /// Git repositories in writable roots: read-only (every gitdir read-only) or commit (git add,
+    /// commit, branch and stash work; config, hooks and info stay read-only) [default: read-only]
+    #[arg(long, value_parser = git_parser(), help_heading = "Filesystem")]
+    pub git: Option<GitMode>,
     /// Network: none (only a private loopback), allowlist (through warden's proxy) or host
     #[arg(long, value_parser = net_parser(), help_heading = "Network")]
     pub net: Option<NetMode>,
@@ -394,6 +403,7 @@ impl PolicyArgs {
             read_only: self.read_only.clone(),
             deny_read: self.deny_read.clone(),
             net: self.net,
+            git: self.git,
             env_inherit: self.env_inherit,
             env_set: self.env_set.clone(),
             env_exclude: self.env_exclude.clone(),

@@ -88,6 +88,7 @@ fn probe_offline() -> Result<f64, String> {
         writable: vec![],
         read_only: vec![],
         deny_read: vec![],
+        git: None,
         net: None,
         rules: Default::default(),
         env_inherit: Some(warden_policy::EnvInherit::None),

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use warden_sandbox::plan::MountStep;
+use warden_sandbox::plan::{MountStep, Placeholder};
 use warden_sandbox::seccomp;
 
 use warden_session::Prepared;
@@ -135,13 +135,19 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
                 "read-only",
                 "read-only bind mount (Landlock cannot narrow a writable parent)".into(),
             ),
-            MountStep::Protect { path } => (
+            MountStep::Protect { path, placeholder } => (
                 path.display().to_string(),
                 "read-only",
-                if path.symlink_metadata().is_ok() {
-                    "protected: read-only bind mount; a symlink swap fails closed".into()
-                } else {
-                    "protected: missing, so an empty read-only placeholder for the run (cannot be created)".into()
+                match (path.symlink_metadata().is_ok(), placeholder) {
+                    (true, _) => "protected: read-only bind mount; a symlink swap fails closed".into(),
+                    (false, Placeholder::Dir) => {
+                        "protected: missing, so an empty read-only placeholder for the run (cannot be created)".into()
+                    }
+                    (false, Placeholder::File { .. }) => {
+                        "protected: missing, so a neutral read-only placeholder file for the run (cannot be created)"
+                            .into()
+                    }
+                    (false, Placeholder::None) => continue,
                 },
             ),
             MountStep::Mask { path } => (path.display().to_string(), "denied", "masked: empty unreadable mount".into()),
@@ -149,6 +155,30 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         w(format!("{path:<44} {access:<11} {how}"));
     }
     w(String::new());
+    if plan.namespaces {
+        let scan = &plan.repo_scan;
+        let how = match p.git {
+            warden_policy::GitMode::ReadOnly => "gitdir read-only",
+            warden_policy::GitMode::Commit => "commit: objects, refs, index writable; config, hooks, info read-only",
+        };
+        w(format!(
+            "{:<14} {} found in the writable roots ({how}; {} directory entries searched)",
+            "repositories",
+            scan.repositories.len(),
+            scan.entries
+        ));
+        for r in &scan.repositories {
+            let gitdir = r.gitdirs.first().map(|g| g.display().to_string()).unwrap_or_default();
+            let extra = r.gitdirs.len().saturating_sub(1);
+            let pointer = if r.pointer { format!(" -> {gitdir}") } else { String::new() };
+            let subs = if extra > 0 { format!(" (+{extra} submodule/worktree gitdirs)") } else { String::new() };
+            w(format!("{:<14} {}{pointer}{subs}", "", r.dot_git.display()));
+        }
+        if let Some(t) = &scan.truncated {
+            w(format!("{:<14} search cut short: {t}; repositories past it are not protected", "WARNING"));
+        }
+        w(String::new());
+    }
     match &plan.landlock {
         Some(l) => w(format!(
             "{:<14} ABI {}{}",

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Location, PolicyError};
 use crate::paths::expand_config_path;
 use crate::policy::{check_limit, Limits};
-use crate::profile::{EnvInherit, NetMode, Profile, CODEX_SANDBOX_MODES, PROFILE_NAMES};
+use crate::profile::{EnvInherit, GitMode, NetMode, Profile, CODEX_SANDBOX_MODES, PROFILE_NAMES};
 use crate::size::parse_size;
 use crate::toml_tree::{self, line_of, Kind, Node};
 
@@ -88,6 +88,10 @@ pub struct WardenConfig {
     pub read_only: Vec<ConfigPath>,
     /// `[filesystem] deny_read`.
     pub deny_read: Vec<ConfigPath>,
+    /// `[filesystem] git` (an invalid value is already replaced by `read-only`, with a warning).
+    pub git: Option<GitMode>,
+    /// `[filesystem] repo_scan`, each bound optional.
+    pub repo_scan: RepoScanConfig,
     /// `[network] mode` (an invalid value is already replaced by `none`, with a warning).
     pub net: Option<NetMode>,
     /// `[env]`.
@@ -98,6 +102,17 @@ pub struct WardenConfig {
     pub audit: AuditConfig,
     /// `[network]` rules (allow, deny, allow_ports, allow_cidr, allow_private, resolve).
     pub network: NetworkRules,
+}
+
+/// `[filesystem] repo_scan = { max_depth = 8, max_entries = 200000, skip = [...] }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoScanConfig {
+    /// `max_depth`, 0..=64.
+    pub max_depth: Option<u32>,
+    /// `max_entries`, 1..=10000000.
+    pub max_entries: Option<u64>,
+    /// `skip`: directory names (no `/`); replaces the default list.
+    pub skip: Option<Vec<String>>,
 }
 
 /// One `[network] allow` entry.
@@ -385,6 +400,25 @@ impl<'a> Section<'a> {
 }
 
 /// A warning that `key` in `file` had an invalid value and `fallback` was used.
+/// A string value naming one of `accepted`; anything else is the safest value, with a warning.
+fn or_safest<T: std::str::FromStr>(
+    file: &Path,
+    key: &str,
+    node: &Node,
+    accepted: &[&str],
+    (safest, safest_name): (T, &str),
+    warnings: &mut Vec<ConfigWarning>,
+) -> T {
+    match &node.kind {
+        Kind::String(s) => s.parse::<T>().ok(),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        warnings.push(fallback_warning(file, key, node, accepted, safest_name));
+        safest
+    })
+}
+
 fn fallback_warning(file: &Path, key: &str, node: &Node, accepted: &[&str], fallback: &str) -> ConfigWarning {
     ConfigWarning {
         file: Some(file.to_owned()),
@@ -429,20 +463,58 @@ impl WardenConfig {
         )?;
 
         if let Some(node) = top.get("profile") {
-            let parsed = match &node.kind {
-                Kind::String(s) => s.parse::<Profile>().ok(),
-                _ => None,
-            };
-            cfg.profile = Some(parsed.unwrap_or_else(|| {
-                warnings.push(fallback_warning(path, "profile", node, PROFILE_NAMES, Profile::Offline.name()));
-                Profile::Offline
-            }));
+            let safest = (Profile::Offline, Profile::Offline.name());
+            cfg.profile = Some(or_safest(path, "profile", node, PROFILE_NAMES, safest, &mut warnings));
         }
 
-        if let Some(fs) = top.child("filesystem", Some(&["writable", "read_only", "deny_read"]))? {
+        if let Some(fs) = top.child("filesystem", Some(&["writable", "read_only", "deny_read", "git", "repo_scan"]))? {
             cfg.writable = fs.paths("writable")?;
             cfg.read_only = fs.paths("read_only")?;
             cfg.deny_read = fs.paths("deny_read")?;
+            if let Some(node) = fs.get("git") {
+                let safest = (GitMode::ReadOnly, GitMode::ReadOnly.name());
+                let names = crate::profile::GIT_MODE_NAMES;
+                cfg.git = Some(or_safest(path, "filesystem.git", node, names, safest, &mut warnings));
+            }
+            if let Some(scan) = fs.child("repo_scan", Some(&["max_depth", "max_entries", "skip"]))? {
+                if let Some((v, node)) = scan.count("max_depth", false)? {
+                    if v > 64 {
+                        return Err(scan.value_err(
+                            "max_depth",
+                            node,
+                            format!("{v} is out of range (accepted: 0..=64)"),
+                        ));
+                    }
+                    cfg.repo_scan.max_depth = Some(v as u32);
+                }
+                if let Some((v, node)) = scan.count("max_entries", false)? {
+                    if !(1..=10_000_000).contains(&v) {
+                        return Err(scan.value_err(
+                            "max_entries",
+                            node,
+                            format!("{v} is out of range (accepted: 1..=10000000)"),
+                        ));
+                    }
+                    cfg.repo_scan.max_entries = Some(v);
+                }
+                if scan.get("skip").is_some() {
+                    let mut skip = Vec::new();
+                    for (name, node) in scan.strings("skip")? {
+                        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name == ".git" {
+                            return Err(scan.value_err(
+                                "skip",
+                                node,
+                                format!(
+                                    "{} is not a directory name (one path component, not .git)",
+                                    crate::quote::toml_quote(name)
+                                ),
+                            ));
+                        }
+                        skip.push(name.to_owned());
+                    }
+                    cfg.repo_scan.skip = Some(skip);
+                }
+            }
         }
 
         if let Some(net) = top.child(
@@ -451,20 +523,9 @@ impl WardenConfig {
         )? {
             cfg.network = network_rules(&net)?;
             if let Some(node) = net.get("mode") {
-                let parsed = match &node.kind {
-                    Kind::String(s) => s.parse::<NetMode>().ok(),
-                    _ => None,
-                };
-                cfg.net = Some(parsed.unwrap_or_else(|| {
-                    warnings.push(fallback_warning(
-                        path,
-                        "network.mode",
-                        node,
-                        crate::profile::NET_MODE_NAMES,
-                        NetMode::None.name(),
-                    ));
-                    NetMode::None
-                }));
+                let safest = (NetMode::None, NetMode::None.name());
+                let names = crate::profile::NET_MODE_NAMES;
+                cfg.net = Some(or_safest(path, "network.mode", node, names, safest, &mut warnings));
             }
         }
 
@@ -805,10 +866,29 @@ max_file_size = 1048576
     }
 
     #[test]
+    fn git_mode_and_repo_scan_parse_with_checked_values() {
+        let (cfg, w) =
+            parse("[filesystem]\ngit = \"commit\"\nrepo_scan = { max_depth = 3, max_entries = 50, skip = [\"x\"] }\n")
+                .expect("parse");
+        assert!(w.is_empty());
+        assert_eq!(cfg.git, Some(GitMode::Commit));
+        assert_eq!(
+            cfg.repo_scan,
+            RepoScanConfig { max_depth: Some(3), max_entries: Some(50), skip: Some(vec!["x".into()]) }
+        );
+        let (cfg, w) = parse("[filesystem]\ngit = \"rw\"\n").expect("parse");
+        assert_eq!(cfg.git, Some(GitMode::ReadOnly), "an invalid mode falls back to the safest");
+        assert!(w[0].message.contains("accepted: read-only, commit"), "{w:?}");
+        assert!(err("[filesystem]\nrepo_scan = { skip = [\"a/b\"] }\n").contains("not a directory name"));
+        assert!(err("[filesystem]\nrepo_scan = { max_entries = 0 }\n").contains("1..=10000000"));
+        assert!(err("[filesystem]\nrepo_scan = { depth = 3 }\n").contains("accepted: max_depth, max_entries, skip"));
+    }
+
+    #[test]
     fn unknown_keys_name_file_line_table_and_accepted() {
         assert_eq!(
             err("profile = \"offline\"\n\n[filesystem]\nwriteable = [\"a\"]\n"),
-            "/x/warden.toml:4: unknown key \"writeable\" in [filesystem] (accepted: writable, read_only, deny_read)"
+            "/x/warden.toml:4: unknown key \"writeable\" in [filesystem] (accepted: writable, read_only, deny_read, git, repo_scan)"
         );
         assert_eq!(
             err("\n\nprofiles = \"offline\"\n"),

@@ -45,6 +45,23 @@ pub enum PolicyError {
         /// The workdir.
         workdir: PathBuf,
     },
+    /// A writable root contains warden's config or state directory (or would, once created).
+    #[error(
+        "the writable root {} contains warden's {what} directory {}: a command could change what later runs \
+         obey or record there; {hint}",
+        root.display(),
+        dir.display()
+    )]
+    WritableContainsWardenState {
+        /// The writable root.
+        root: PathBuf,
+        /// `config` or `state`.
+        what: &'static str,
+        /// The directory (existing or not).
+        dir: PathBuf,
+        /// The way out.
+        hint: &'static str,
+    },
     /// `--profile` and `--sandbox` were both given and disagree.
     #[error("--profile {profile} conflicts with --sandbox (which selects profile {sandbox}); give only one of them")]
     ConflictingProfiles {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::EnvPolicy;
 use crate::error::PolicyError;
-use crate::profile::{NetMode, Profile};
+use crate::profile::{GitMode, NetMode, Profile};
 
 /// Names kept read-only inside every writable root (every profile but `trusted`).
 pub const DEFAULT_PROTECTED_NAMES: &[&str] = &[".git", ".codex", ".agents"];
@@ -72,6 +72,13 @@ pub struct Policy {
     pub deny_read: Vec<PathBuf>,
     /// Names kept read-only inside every writable root.
     pub protected_names: Vec<String>,
+    /// How the git repositories found in writable roots are protected.
+    pub git: GitMode,
+    /// Bounds of the search for git repositories in writable roots.
+    pub repo_scan: RepoScan,
+    /// Directories inside writable roots bound onto themselves, so that they cannot be renamed or
+    /// replaced (those between a writable root and a config file warden read for this run).
+    pub pinned: Vec<PathBuf>,
     /// Whether the private tmpfs at `/tmp` is writable.
     pub tmp_writable: bool,
     /// `$TMPDIR` when it gets its own private tmpfs.
@@ -90,6 +97,32 @@ pub struct Policy {
     pub network: crate::config::NetworkRules,
     /// Where each setting came from, for `warden explain`: `(setting, source)`.
     pub sources: Vec<(String, String)>,
+}
+
+/// `[filesystem] repo_scan`: how far warden looks for git repositories inside writable roots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoScan {
+    /// Directory levels below a writable root that are searched.
+    pub max_depth: u32,
+    /// Directory entries read in all, at most.
+    pub max_entries: u64,
+    /// Directory names not searched (anywhere below a root).
+    pub skip: Vec<String>,
+}
+
+/// Directory names the repository scan skips unless `[filesystem] repo_scan.skip` says otherwise:
+/// dependency and build caches that are large and hold no repository of the user's.
+pub const DEFAULT_REPO_SCAN_SKIP: &[&str] =
+    &["node_modules", "target", ".venv", "venv", "__pycache__", ".tox", ".mypy_cache", ".pytest_cache", ".gradle"];
+
+impl Default for RepoScan {
+    fn default() -> Self {
+        RepoScan {
+            max_depth: 8,
+            max_entries: 200_000,
+            skip: DEFAULT_REPO_SCAN_SKIP.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
 }
 
 /// Durability of audit records (`[audit] fsync`).
@@ -153,6 +186,9 @@ mod tests {
             read_only: vec![],
             deny_read: vec!["/home/u/.ssh".into()],
             protected_names: vec![".git".into()],
+            git: GitMode::ReadOnly,
+            repo_scan: RepoScan::default(),
+            pinned: vec![],
             tmp_writable: true,
             tmpdir: None,
             net: NetMode::None,

@@ -171,6 +171,48 @@ impl FromStr for NetMode {
     }
 }
 
+/// How the git repositories inside writable roots are protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GitMode {
+    /// Every repository's gitdir is read-only (the default).
+    #[default]
+    ReadOnly,
+    /// Objects, refs, the index and HEAD are writable (`git add`, `commit`, `branch`, `stash`
+    /// work); every file git reads config or hooks from stays read-only.
+    Commit,
+}
+
+/// Accepted `git` modes.
+pub const GIT_MODE_NAMES: &[&str] = &["read-only", "commit"];
+
+impl GitMode {
+    /// The mode's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GitMode::ReadOnly => "read-only",
+            GitMode::Commit => "commit",
+        }
+    }
+}
+
+impl fmt::Display for GitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for GitMode {
+    type Err = ParseEnumError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [GitMode::ReadOnly, GitMode::Commit].into_iter().find(|m| m.name() == s).ok_or_else(|| ParseEnumError {
+            what: "git mode",
+            value: s.to_owned(),
+            accepted: GIT_MODE_NAMES,
+        })
+    }
+}
+
 /// Which of warden's own environment variables the command starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -20,9 +20,10 @@ use crate::env::EnvPolicy;
 use crate::error::{Location, PolicyError};
 use crate::paths::{absolutize, default_masks, is_within, mask_variants, normalize, system_homes};
 use crate::policy::{
-    check_limit, AuditSettings, Limits, Policy, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES, DEFAULT_PROTECTED_NAMES,
+    check_limit, AuditSettings, Limits, Policy, RepoScan, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES,
+    DEFAULT_PROTECTED_NAMES,
 };
-use crate::profile::{EnvInherit, NetMode, Profile, PROFILE_NAMES};
+use crate::profile::{EnvInherit, GitMode, NetMode, Profile, PROFILE_NAMES};
 
 /// What the command line gave; everything optional, empty = not given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +42,8 @@ pub struct PolicyOptions {
     pub deny_read: Vec<PathBuf>,
     /// `--net`.
     pub net: Option<NetMode>,
+    /// `--git read-only|commit`.
+    pub git: Option<GitMode>,
     /// `--env-inherit`.
     pub env_inherit: Option<EnvInherit>,
     /// `--env-set NAME=VALUE`.
@@ -434,9 +437,61 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
     };
 
     let audit = resolve_audit(opts, host, &cwd, warden.as_ref())?;
+    let mut pinned = Vec::new();
     if !profile.everything_writable() {
         hide_audit_state(&audit, &workdir, &mut deny_read)?;
+        // What configures later runs stays out of reach, whether it exists yet or not.
+        let config_dir = default_config_path(host).and_then(|p| p.parent().map(Path::to_owned));
+        let state_dir = audit.path.as_ref().and_then(|p| p.parent().map(Path::to_owned));
+        for (what, dir) in [("config", config_dir), ("state", state_dir)] {
+            let Some(dir) = dir.map(|d| canonical_as_far_as_exists(&d)) else { continue };
+            if let Some(root) = writable_roots.iter().find(|r| is_within(&dir, r)) {
+                return Err(PolicyError::WritableContainsWardenState {
+                    root: root.clone(),
+                    what,
+                    dir,
+                    hint: if what == "state" {
+                        "move the audit log out of it with --audit-log PATH, or make a narrower path writable"
+                    } else {
+                        "make a narrower path writable"
+                    },
+                });
+            }
+        }
+        // A config file read for this run that lies in a writable root: read-only, and neither it
+        // nor a directory on the way to it can be renamed or replaced (each is a mount point).
+        let read_for_run = config_path.iter().chain(codex.as_ref().map(|c| &c.path));
+        for file in read_for_run.filter_map(|f| fs::canonicalize(f).ok()) {
+            let Some(root) = writable_roots.iter().find(|r| is_within(&file, r)) else { continue };
+            push_unique(&mut read_only, file.clone());
+            let mut dir = file.parent();
+            while let Some(d) = dir.filter(|d| d != root && is_within(d, root)) {
+                push_unique(&mut pinned, d.to_path_buf());
+                dir = d.parent();
+            }
+        }
+        pinned.sort();
     }
+    let git = match (opts.git, warden.as_ref().and_then(|w| w.git)) {
+        (Some(g), _) => {
+            src("git", "--git");
+            g
+        }
+        (None, Some(g)) => {
+            src("git", &config_path_str(&warden));
+            g
+        }
+        (None, None) => GitMode::ReadOnly,
+    };
+    let repo_scan = {
+        let defaults = RepoScan::default();
+        let c = warden.as_ref().map(|w| w.repo_scan.clone()).unwrap_or_default();
+        RepoScan {
+            max_depth: c.max_depth.unwrap_or(defaults.max_depth),
+            max_entries: c.max_entries.unwrap_or(defaults.max_entries),
+            skip: c.skip.unwrap_or(defaults.skip),
+        }
+    };
     let mut network = warden.as_ref().map(|w| w.network.clone()).unwrap_or_default();
     network.allow.extend(opts.network.allow.iter().cloned());
     network.deny.extend(opts.network.deny.iter().cloned());
@@ -463,6 +518,9 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         } else {
             DEFAULT_PROTECTED_NAMES.iter().map(|s| (*s).to_owned()).collect()
         },
+        git,
+        repo_scan,
+        pinned,
         tmp_writable,
         tmpdir,
         net,
@@ -494,6 +552,30 @@ fn hide_audit_state(audit: &AuditSettings, workdir: &Path, deny_read: &mut Vec<P
     deny_read.sort();
     deny_read.dedup();
     Ok(())
+}
+
+/// `p` with its longest existing ancestor canonicalized (symlinks resolved) and the rest appended:
+/// where `p` is, or would be once created.
+fn canonical_as_far_as_exists(p: &Path) -> PathBuf {
+    let p = normalize(p);
+    let mut missing = Vec::new();
+    let mut cur = p.as_path();
+    loop {
+        if let Ok(c) = fs::canonicalize(cur) {
+            let mut out = c;
+            for part in missing.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p.clone(),
+        }
+    }
 }
 
 /// The default audit log location (whether or not it exists).

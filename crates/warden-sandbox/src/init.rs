@@ -522,7 +522,7 @@ fn build_mount_tree(plan: &LaunchPlan) -> Result<(), SetupError> {
     let mut tree = Tree { root, sources: Default::default(), dev: None, files: Vec::new() };
     for step in &plan.mounts {
         match step {
-            MountStep::Bind { path, .. } | MountStep::Protect { path } => tree.clone_host(path, true),
+            MountStep::Bind { path, .. } | MountStep::Protect { path, .. } => tree.clone_host(path, true),
             MountStep::Dev => {
                 for node in DEV_NODES {
                     tree.clone_host(&Path::new("/dev").join(node), false);
@@ -578,7 +578,7 @@ fn apply_step(tree: &mut Tree, step: &MountStep) -> Result<(), SetupError> {
             let target = ensure_mountpoint(tree, path, is_dir)?;
             sys::move_mount(&clone, &target).map_err(|e| fail(L, format!("binding {}", path.display()), e))
         }
-        MountStep::Protect { path } => {
+        MountStep::Protect { path, .. } => {
             let clone = match tree.take_source(path) {
                 Ok(s) => s,
                 Err(Errno(libc::ENOENT)) => return Ok(()),

@@ -178,7 +178,7 @@ pub fn run(
             return Ok(setup_failed("process limit (--max-procs as root needs a pids cgroup)", detail));
         }
     };
-    let placeholders = match Placeholders::ensure(&crate::plan::protected_paths(plan)) {
+    let placeholders = match Placeholders::ensure(&crate::plan::placeholders(plan)) {
         Ok(p) => p,
         Err(detail) => return Ok(setup_failed("protected path", detail)),
     };

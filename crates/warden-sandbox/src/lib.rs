@@ -24,6 +24,7 @@ pub mod process;
 mod protect;
 mod protocol;
 mod relay;
+mod repos;
 pub mod seccomp;
 #[allow(unsafe_code)]
 mod sys;

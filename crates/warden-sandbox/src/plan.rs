@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use warden_policy::{NetMode, Policy};
+use warden_policy::{GitMode, NetMode, Policy};
 
 use crate::landlock::{self, LandlockPlan};
+pub use crate::repos::{Repository, ScanReport};
 
 /// One step of building the sandbox's mount tree. Paths are the same inside and outside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,16 +40,37 @@ pub enum MountStep {
         /// Read-write, or read-only.
         writable: bool,
     },
-    /// If `path` exists on the host, bind it read-only onto itself; a symlink fails closed.
+    /// If `path` exists on the host, bind it read-only onto itself; a symlink fails closed. A
+    /// missing one gets a placeholder for the run first (when its kind says so), so that the
+    /// command cannot create it.
     Protect {
         /// Where.
         path: PathBuf,
+        /// What stands in for it while it does not exist.
+        #[serde(default)]
+        placeholder: Placeholder,
     },
     /// Hide whatever is at `path` (symlinks resolved inside the sandbox) behind an empty,
     /// unreadable, read-only file or directory.
     Mask {
         /// Where.
         path: PathBuf,
+    },
+}
+
+/// What `launch::run` creates, for the run, at a protected path that does not exist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Placeholder {
+    /// Nothing: the path is protected only if it exists.
+    #[default]
+    None,
+    /// An empty directory (git ignores an empty `.git`, `hooks/`, `info/`).
+    Dir,
+    /// A file with this content (an empty config, or `.` for `commondir`: the gitdir itself).
+    File {
+        /// The file's content.
+        content: String,
     },
 }
 
@@ -105,6 +127,8 @@ pub struct LaunchPlan {
     /// Cap the sandbox's processes with a pids cgroup (needed for root, whom `RLIMIT_NPROC`
     /// does not bind).
     pub pids_cgroup_max: Option<u64>,
+    /// The git repositories found in the writable roots (all protected per `policy.git`).
+    pub repo_scan: ScanReport,
     /// uid and gid outside (mapped to the same ids inside).
     pub uid: u32,
     /// See `uid`.
@@ -280,11 +304,14 @@ pub fn compile(
             credential_port: None,
             tty: None,
             pids_cgroup_max: None,
+            repo_scan: ScanReport::default(),
             uid,
             gid,
         });
     }
-    let mounts = mount_steps(policy);
+    let home = env.iter().rev().find(|(k, _)| k == "HOME").map(|(_, v)| PathBuf::from(v)).filter(|p| p.is_absolute());
+    let repo_scan = crate::repos::scan(&policy.writable_roots, &policy.repo_scan, home.as_deref());
+    let mounts = mount_steps(policy, &repo_scan);
     let proxy = (policy.net == NetMode::Allowlist).then(ProxyPlan::default);
     let mut env = env;
     if let Some(p) = &proxy {
@@ -313,6 +340,7 @@ pub fn compile(
         credential_port: None,
         tty: None,
         pids_cgroup_max: if uid == 0 { policy.limits.max_procs } else { None },
+        repo_scan,
         uid,
         gid,
     })
@@ -361,19 +389,34 @@ fn depth(p: &Path) -> usize {
     p.components().count()
 }
 
-/// The protected paths of a plan (for placeholders).
-pub fn protected_paths(plan: &LaunchPlan) -> Vec<PathBuf> {
+/// The protected paths of a plan that get a placeholder when missing.
+pub fn placeholders(plan: &LaunchPlan) -> Vec<(PathBuf, Placeholder)> {
     plan.mounts
         .iter()
         .filter_map(|s| match s {
-            MountStep::Protect { path } => Some(path.clone()),
+            MountStep::Protect { path, placeholder } if *placeholder != Placeholder::None => {
+                Some((path.clone(), placeholder.clone()))
+            }
             _ => None,
         })
         .collect()
 }
 
-/// The ordered mount steps for a non-trusted policy.
-pub fn mount_steps(policy: &Policy) -> Vec<MountStep> {
+/// What git reads configuration or hooks from in a gitdir, with the placeholder for each.
+fn git_config_paths(gitdir: &Path) -> [(PathBuf, Placeholder); 5] {
+    let file = |content: &str| Placeholder::File { content: content.to_owned() };
+    [
+        (gitdir.join("config"), file("")),
+        (gitdir.join("config.worktree"), file("")),
+        // `.` names the gitdir itself: as if there were no commondir.
+        (gitdir.join("commondir"), file(".\n")),
+        (gitdir.join("hooks"), Placeholder::Dir),
+        (gitdir.join("info"), Placeholder::Dir),
+    ]
+}
+
+/// The ordered mount steps for a non-trusted policy and the repositories in its writable roots.
+pub fn mount_steps(policy: &Policy, repos: &ScanReport) -> Vec<MountStep> {
     let mut steps =
         vec![MountStep::ReadOnlyRoot, MountStep::Tmpfs { path: "/run".into(), writable: true, mode: 0o755 }];
     // /var/run is a symlink to /run on most systems; a real directory gets its own tmpfs.
@@ -387,14 +430,24 @@ pub fn mount_steps(policy: &Policy) -> Vec<MountStep> {
     steps.push(MountStep::Dev);
     steps.push(MountStep::Proc);
 
+    let in_writable_root = |p: &Path| policy.writable_roots.iter().any(|r| p.starts_with(r));
+    let commit = policy.git == GitMode::Commit;
     // Binds, shallow first, so a deeper bind refines a shallower one. At equal depth a
-    // read-only bind comes after a writable one (read-only wins).
+    // read-only bind comes after a writable one (read-only wins). Pinned directories (and, in
+    // commit mode, every writable gitdir) are bound writable onto themselves: a mount point
+    // cannot be renamed or removed.
     let mut binds: Vec<(PathBuf, bool)> = policy
         .writable_roots
         .iter()
+        .chain(&policy.pinned)
         .map(|p| (p.clone(), true))
         .chain(policy.read_only.iter().map(|p| (p.clone(), false)))
         .collect();
+    if commit {
+        for repo in &repos.repositories {
+            binds.extend(repo.gitdirs.iter().filter(|g| in_writable_root(g)).map(|g| (g.clone(), true)));
+        }
+    }
     // The workdir is always visible, read-only when it is not a writable root (it may live
     // under a path that the sandbox replaces with a private tmpfs, such as /tmp).
     if !policy.writable_roots.iter().any(|r| policy.workdir.starts_with(r)) {
@@ -405,17 +458,54 @@ pub fn mount_steps(policy: &Policy) -> Vec<MountStep> {
     for (path, writable) in binds {
         steps.push(MountStep::Bind { path, writable });
     }
+
+    // Protected paths: the names kept read-only at the top of every writable root, then what git
+    // reads configuration and hooks from in every repository found below them.
+    let mut protect: Vec<(PathBuf, Placeholder)> = Vec::new();
     for root in &policy.writable_roots {
         for name in &policy.protected_names {
             let path = root.join(name);
-            // A `.git` pointer file (worktree, submodule): its gitdir is as sensitive as .git.
-            if name == ".git" {
-                if let Some(target) = crate::protect::gitdir_target(&path) {
-                    steps.push(MountStep::Protect { path: target });
+            // An existing `.git` is one of the repositories below (protected per the git mode);
+            // should the search not have reached it, all of it stays read-only. A missing one
+            // gets a placeholder, so that no repository can be created there.
+            if name == ".git" && path.symlink_metadata().is_ok() {
+                if !repos.repositories.iter().any(|r| r.dot_git == path) {
+                    protect.push((path, Placeholder::None));
                 }
+                continue;
             }
-            steps.push(MountStep::Protect { path });
+            protect.push((path, Placeholder::Dir));
         }
+    }
+    for repo in &repos.repositories {
+        if repo.pointer {
+            // The `gitdir:` line decides where git reads everything else from.
+            protect.push((repo.dot_git.clone(), Placeholder::None));
+        }
+        if commit {
+            for g in &repo.gitdirs {
+                protect.extend(git_config_paths(g));
+            }
+        } else if let Some(g) = repo.gitdirs.first() {
+            protect.push((g.clone(), Placeholder::None));
+        }
+        let file = || Placeholder::File { content: String::new() };
+        protect.extend(repo.includes.iter().map(|p| (p.clone(), file())));
+        protect.extend(repo.hooks_paths.iter().map(|p| (p.clone(), Placeholder::Dir)));
+    }
+    // Outside the writable roots everything is read-only already; inside one protected path, a
+    // deeper one adds nothing.
+    protect.retain(|(p, _)| in_writable_root(p));
+    protect.sort_by(|a, b| depth(&a.0).cmp(&depth(&b.0)).then(a.0.cmp(&b.0)));
+    protect.dedup_by(|a, b| a.0 == b.0);
+    let mut kept: Vec<(PathBuf, Placeholder)> = Vec::new();
+    for (path, placeholder) in protect {
+        if !kept.iter().any(|(k, _)| path.starts_with(k) && path != *k) {
+            kept.push((path, placeholder));
+        }
+    }
+    for (path, placeholder) in kept {
+        steps.push(MountStep::Protect { path, placeholder });
     }
     let mut masks = policy.deny_read.clone();
     masks.sort_by_key(|p| depth(p));
@@ -437,7 +527,7 @@ mod tests {
         p.writable_roots = vec!["/home/u/w/sub".into(), "/home/u/w".into()];
         p.read_only = vec!["/home/u".into(), "/home/u/w".into()];
         p.deny_read = vec!["/home/u/w/.ssh".into(), "/home/u/.ssh".into()];
-        let steps = mount_steps(&p);
+        let steps = mount_steps(&p, &ScanReport::default());
         let binds: Vec<_> = steps
             .iter()
             .filter_map(|s| match s {
@@ -458,7 +548,7 @@ mod tests {
         let mut p = test_policy();
         p.workdir = "/tmp/project".into();
         p.writable_roots = vec![];
-        let steps = mount_steps(&p);
+        let steps = mount_steps(&p, &ScanReport::default());
         let tmp = steps.iter().position(|s| matches!(s, MountStep::Tmpfs { path, .. } if path == Path::new("/tmp")));
         let bind = steps
             .iter()

@@ -1,20 +1,24 @@
-//! Protected subpaths (`.git`, `.codex`, `.agents`) that do not exist yet.
+//! Protected paths that do not exist yet: `.git`, `.codex`, `.agents` at the top of a writable
+//! root, and what git reads configuration or hooks from in a repository (`hooks/`, `info/`,
+//! `config.worktree`, `commondir`, included config files, `core.hooksPath`).
 //!
 //! A read-only bind mount needs something to mount on, and Landlock cannot deny one name beneath
-//! a writable directory. So before the run, warden creates each missing protected name as an
-//! empty directory marked with the extended attribute `user.warden.placeholder` (where the
-//! filesystem supports it), and the sandbox mounts it read-only like an existing one: the
-//! command cannot create it, write into it, remove or rename it. git ignores an empty `.git`
-//! directory, and so do Codex and agents for `.codex` / `.agents`.
+//! a writable directory. So before the run, warden creates each missing protected path as its
+//! [`Placeholder`] — an empty directory, or a file with neutral content (an empty config; `.` for
+//! `commondir`, which names the gitdir itself) — marked with the extended attribute
+//! `user.warden.placeholder` (where the filesystem supports it), and the sandbox mounts it
+//! read-only like an existing one: the command cannot create the path, write into it, remove or
+//! rename it.
 //!
 //! Every run that uses a placeholder holds a shared `flock` on it; after the run, the placeholder
-//! is removed only if it is still empty, still marked, and no other run holds it (an exclusive
-//! non-blocking `flock` succeeds). A placeholder left by a killed warden is reused and removed by
-//! the next run.
+//! is removed only if it is still marked, still as warden made it (an empty directory, or the
+//! same content), and no other run holds it (an exclusive non-blocking `flock` succeeds). A
+//! placeholder left by a killed warden is reused and removed by the next run.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::plan::Placeholder;
 use crate::sys;
 
 const MARKER: &std::ffi::CStr = c"user.warden.placeholder";
@@ -22,21 +26,32 @@ const MARKER: &std::ffi::CStr = c"user.warden.placeholder";
 /// Placeholders this run holds.
 #[derive(Debug, Default)]
 pub struct Placeholders {
-    held: Vec<(PathBuf, OwnedFd)>,
+    held: Vec<(PathBuf, Placeholder, OwnedFd)>,
+}
+
+fn open_existing(path: &std::path::Path, kind: &Placeholder) -> sys::SysResult<OwnedFd> {
+    match kind {
+        Placeholder::File { .. } => sys::open_file_nofollow(path),
+        _ => sys::open_dir_nofollow(path),
+    }
 }
 
 impl Placeholders {
     /// Ensures a placeholder for each missing path. A path that cannot be created because the
-    /// directory is not writable for us needs none: the sandbox cannot create it either.
-    pub fn ensure(paths: &[PathBuf]) -> Result<Self, String> {
+    /// directory is not writable for us (or does not exist) needs none: the sandbox cannot create
+    /// it either.
+    pub fn ensure(paths: &[(PathBuf, Placeholder)]) -> Result<Self, String> {
         let mut me = Placeholders::default();
-        for path in paths {
+        for (path, kind) in paths {
+            if *kind == Placeholder::None {
+                continue;
+            }
             match std::fs::symlink_metadata(path) {
                 Ok(_) => {
                     // Exists: if it is a placeholder (ours or another run's), hold it.
-                    if let Ok(fd) = sys::open_dir_nofollow(path) {
+                    if let Ok(fd) = open_existing(path, kind) {
                         if sys::fhasxattr(&fd, MARKER) && sys::flock(&fd, false, false).is_ok() {
-                            me.held.push((path.clone(), fd));
+                            me.held.push((path.clone(), kind.clone(), fd));
                         }
                     }
                     continue;
@@ -44,18 +59,23 @@ impl Placeholders {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
             }
-            match sys::mkdir_new(path, 0o755) {
-                Ok(()) => {}
+            let created = match kind {
+                Placeholder::File { content } => sys::create_file_new(path, 0o644).and_then(|fd| {
+                    sys::write_all(std::os::fd::AsRawFd::as_raw_fd(&fd), content.as_bytes())?;
+                    Ok(fd)
+                }),
+                _ => sys::mkdir_new(path, 0o755).and_then(|()| sys::open_dir_nofollow(path)),
+            };
+            let fd = match created {
+                Ok(fd) => fd,
                 Err(sys::Errno(libc::EEXIST)) => continue,
                 Err(sys::Errno(libc::EACCES | libc::EROFS | libc::EPERM | libc::ENOENT)) => continue,
                 Err(e) => return Err(format!("cannot create the placeholder {}: {e}", path.display())),
-            }
-            let fd = sys::open_dir_nofollow(path)
-                .map_err(|e| format!("cannot open the placeholder {}: {e}", path.display()))?;
+            };
             // Without xattr support the placeholder is unmarked and simply stays (empty).
             let _ = sys::fsetxattr(&fd, MARKER, b"1");
             sys::flock(&fd, false, false).map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
-            me.held.push((path.clone(), fd));
+            me.held.push((path.clone(), kind.clone(), fd));
         }
         Ok(me)
     }
@@ -63,37 +83,46 @@ impl Placeholders {
 
 impl Drop for Placeholders {
     fn drop(&mut self) {
-        for (path, fd) in self.held.drain(..) {
-            // rmdir(2) itself refuses a directory that is not empty.
-            if sys::flock(&fd, true, true).is_ok() && sys::fhasxattr(&fd, MARKER) {
-                let _ = sys::rmdir(&path);
+        for (path, kind, fd) in self.held.drain(..) {
+            if !(sys::flock(&fd, true, true).is_ok() && sys::fhasxattr(&fd, MARKER)) {
+                continue;
+            }
+            match kind {
+                // Only as warden made it: never delete content.
+                Placeholder::File { content } => {
+                    let same = std::fs::read(&path).is_ok_and(|now| now == content.as_bytes());
+                    let still_ours =
+                        std::fs::symlink_metadata(&path).ok().zip(sys::fstat(&fd).ok()).is_some_and(|(m, st)| {
+                            use std::os::unix::fs::MetadataExt;
+                            m.ino() == st.st_ino && m.dev() == st.st_dev
+                        });
+                    if same && still_ours {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                // rmdir(2) itself refuses a directory that is not empty.
+                _ => {
+                    let _ = sys::rmdir(&path);
+                }
             }
         }
     }
-}
-
-/// The `gitdir:` target of a `.git` pointer file (git worktrees and submodules), canonical.
-pub fn gitdir_target(dot_git: &Path) -> Option<PathBuf> {
-    let meta = std::fs::symlink_metadata(dot_git).ok()?;
-    if !meta.is_file() || meta.len() > 4096 {
-        return None;
-    }
-    let text = std::fs::read_to_string(dot_git).ok()?;
-    let target = text.lines().find_map(|l| l.strip_prefix("gitdir:"))?.trim();
-    let base = dot_git.parent()?;
-    std::fs::canonicalize(base.join(target)).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn dir(p: &std::path::Path) -> Vec<(PathBuf, Placeholder)> {
+        vec![(p.to_path_buf(), Placeholder::Dir)]
+    }
+
     #[test]
     fn placeholder_is_created_marked_and_removed_when_empty() {
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join(".git");
         {
-            let held = Placeholders::ensure(std::slice::from_ref(&p)).expect("ensure");
+            let held = Placeholders::ensure(&dir(&p)).expect("ensure");
             assert!(p.is_dir());
             assert_eq!(held.held.len(), 1);
         }
@@ -104,8 +133,8 @@ mod tests {
     fn a_second_holder_keeps_the_placeholder_alive() {
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join(".codex");
-        let first = Placeholders::ensure(std::slice::from_ref(&p)).expect("first");
-        let second = Placeholders::ensure(std::slice::from_ref(&p)).expect("second");
+        let first = Placeholders::ensure(&dir(&p)).expect("first");
+        let second = Placeholders::ensure(&dir(&p)).expect("second");
         if second.held.is_empty() {
             // The filesystem has no user xattrs: placeholders cannot be recognised; nothing to test.
             return;
@@ -121,7 +150,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join(".agents");
         {
-            let _held = Placeholders::ensure(std::slice::from_ref(&p)).expect("ensure");
+            let _held = Placeholders::ensure(&dir(&p)).expect("ensure");
             std::fs::write(p.join("file"), "x").expect("write");
         }
         assert!(p.join("file").exists(), "never delete content");
@@ -132,19 +161,34 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join(".git");
         std::fs::create_dir(&p).expect("mkdir");
-        drop(Placeholders::ensure(std::slice::from_ref(&p)).expect("ensure"));
+        drop(Placeholders::ensure(&dir(&p)).expect("ensure"));
         assert!(p.is_dir());
     }
 
     #[test]
-    fn gitdir_pointer_is_resolved() {
+    fn file_placeholders_hold_their_content_and_go_only_unchanged() {
         let d = tempfile::tempdir().expect("tempdir");
-        let real = d.path().join("real-gitdir");
-        std::fs::create_dir(&real).expect("mkdir");
-        let w = d.path().join("w");
-        std::fs::create_dir(&w).expect("mkdir");
-        std::fs::write(w.join(".git"), "gitdir: ../real-gitdir\n").expect("write");
-        assert_eq!(gitdir_target(&w.join(".git")), Some(std::fs::canonicalize(&real).expect("canon")));
-        assert_eq!(gitdir_target(&real), None);
+        let p = d.path().join("commondir");
+        let kind = Placeholder::File { content: ".\n".into() };
+        {
+            let held = Placeholders::ensure(&[(p.clone(), kind.clone())]).expect("ensure");
+            assert_eq!(std::fs::read_to_string(&p).expect("read"), ".\n");
+            if held.held.is_empty() || !sys::fhasxattr(&held.held[0].2, MARKER) {
+                return; // no user xattrs here: nothing more to test
+            }
+        }
+        assert!(!p.exists(), "an unchanged file placeholder is removed");
+        let q = d.path().join("config.worktree");
+        {
+            let _held =
+                Placeholders::ensure(&[(q.clone(), Placeholder::File { content: String::new() })]).expect("ensure");
+            std::fs::write(&q, "[core]\n").expect("write");
+        }
+        assert!(q.exists(), "a file that got content is kept");
+        // An existing file is never touched.
+        let r = d.path().join("config");
+        std::fs::write(&r, "real").expect("write");
+        drop(Placeholders::ensure(&[(r.clone(), Placeholder::File { content: String::new() })]).expect("ensure"));
+        assert_eq!(std::fs::read_to_string(&r).expect("read"), "real");
     }
 }

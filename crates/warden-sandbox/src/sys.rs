@@ -1198,3 +1198,25 @@ pub fn take_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     // the registry above hands each descriptor out once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Creates a new file (`O_CREAT | O_EXCL`, never through a symlink), open for writing.
+pub fn create_file_new(path: &Path, mode: u32) -> SysResult<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
+    .map(|fd| owned(fd as libc::c_long))
+}
+
+/// Opens an existing regular file read-only without following a symlink at its last component.
+pub fn open_file_nofollow(path: &Path) -> SysResult<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    check_int(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) })
+        .map(|fd| owned(fd as libc::c_long))
+}

@@ -38,6 +38,7 @@ mod credential;
 mod error;
 mod event;
 mod frame;
+mod gitrefs;
 mod prepare;
 mod proxies;
 mod session;

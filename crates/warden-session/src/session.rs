@@ -22,6 +22,9 @@ use crate::audit::{fields, CredproxyAudit};
 use crate::proxies::{build_egress, Proxies};
 use crate::{EventSink, LockedSecret, Prepared, Recorder, SessionError, SessionEvent, SessionExit};
 
+/// `git.refs` records per run and moment, at most (one per gitdir).
+const MAX_REFS_RECORDS: usize = 64;
+
 /// How a session's command ended.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -124,6 +127,22 @@ impl Session {
                 fields([("file", json!(file)), ("key", json!(w.key)), ("message", json!(w.message))]),
             );
         }
+        if let Some(t) = &prepared.plan.repo_scan.truncated {
+            events.event(&SessionEvent::Warning {
+                message: format!(
+                    "the search for git repositories in the writable roots was cut short: {t}; repositories past \
+                     that point are not protected (raise [filesystem] repo_scan in warden.toml)"
+                ),
+            });
+            recorder.record(
+                "repo_scan.truncated",
+                fields([
+                    ("reason", json!(t)),
+                    ("entries", json!(prepared.plan.repo_scan.entries)),
+                    ("repositories", json!(prepared.plan.repo_scan.repositories.len())),
+                ]),
+            );
+        }
         let refused = |e: SessionError| {
             refuse_record(&recorder, &prepared, &e.to_string());
             e
@@ -212,6 +231,7 @@ impl Session {
         if !self.recorder.record("run.start", start_fields) {
             return Err(SessionError::NotRecorded);
         }
+        self.record_refs("before");
         let timeout = policy.limits.timeout_secs.map(Duration::from_secs);
         let mut supervision = Supervision {
             proxies: &mut self.proxies,
@@ -250,8 +270,24 @@ impl Session {
         Ok(report)
     }
 
+    /// In commit mode, the refs of every gitdir the command may change, as `git.refs` records.
+    fn record_refs(&self, when: &str) {
+        if self.prepared.spec.policy.git != warden_policy::GitMode::Commit {
+            return;
+        }
+        let gitdirs = self.prepared.plan.repo_scan.repositories.iter().flat_map(|r| &r.gitdirs);
+        for gitdir in gitdirs.take(MAX_REFS_RECORDS) {
+            let mut f = fields([("when", json!(when))]);
+            if let serde_json::Value::Object(snapshot) = crate::gitrefs::snapshot(gitdir) {
+                f.extend(snapshot);
+            }
+            self.recorder.record("git.refs", f);
+        }
+    }
+
     /// `run.exit`, the sync, the proxies' end and the `Exited` event.
     fn finish(&mut self, report: &Report) {
+        self.record_refs("after");
         let exit = report.exit();
         let mut f = fields([
             ("exit_code", json!(exit.exit_code)),

@@ -80,15 +80,17 @@ fn the_sandbox_cannot_read_or_alter_the_log() {
     let log = log_in(&s);
     run_logged(&s, &log, &[], &["true"]).success();
     let before = std::fs::read_to_string(&log).expect("read");
-    // Even with the log's parent writable, the log directory is masked.
+    let dir = log.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    // The log's directory is masked: not even listed.
+    let script = format!("cat {0}; ls {dir}; exit 0", log.display());
+    run_logged(&s, &log, &[], &["sh", "-c", &script]).success().stdout_lacks("run.start").stdout_lacks("audit.jsonl");
+    // A writable root that contains it is refused outright (before, such a run had the log's
+    // directory masked but could rename it away); the message names both paths and the way out.
     let root = s.root.display().to_string();
-    let script = format!(
-        "cat {0}; rm -f {0}; echo x >> {0}; ls {1}; exit 0",
-        log.display(),
-        log.parent().map(|p| p.display().to_string()).unwrap_or_default()
-    );
+    let script = format!("rm -rf {dir}; echo ran > {root}/ran");
     let out = run_logged(&s, &log, &["-p", "workspace-write", "--writable", &root, "--yes"], &["sh", "-c", &script]);
-    out.success().stdout_lacks("run.start");
+    out.code(125).stderr_has(&format!("the writable root {root}")).stderr_has(&dir).stderr_has("--audit-log PATH");
+    assert!(!s.root.join("ran").exists(), "the command ran");
     let after = std::fs::read_to_string(&log).expect("log still there");
     assert!(after.starts_with(&before), "earlier records changed");
     audit(&log, &["verify"]).success();
@@ -127,7 +129,9 @@ fn warnings_refusals_and_keyed_logs_are_recorded() {
         .run()
         .success();
     // Refused: a writable path outside the workdir, not confirmed (no terminal, no --yes).
-    let outside = s.root.display().to_string();
+    let other = s.root.join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    let outside = other.display().to_string();
     run_logged(&s, &log, &["-p", "workspace-write", "--writable", &outside], &["true"]).code(125);
     let names: Vec<String> = events(&log).iter().map(|e| e["event"].as_str().unwrap_or("").to_owned()).collect();
     assert!(names.contains(&"config.warning".to_owned()), "{names:?}");

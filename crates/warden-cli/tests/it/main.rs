@@ -37,6 +37,7 @@ mod limits;
 mod net;
 mod positive;
 mod proc_ipc;
+mod repos;
 mod spawn;
 mod syscalls;
 mod tty;

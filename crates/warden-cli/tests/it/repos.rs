@@ -1,0 +1,232 @@
+//! Every repository in a writable root, commits without a way out, and what configures later
+//! runs kept out of reach (issue 9, items 1-3). Each attack asserts the denial and that the host
+//! is unchanged; each allowed operation that it happened on the host.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Scratch, ESCAPED};
+
+/// `git -c ... ARGS` in `dir` on the host (the test's own git, outside any sandbox).
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = crate::scrubbed_command("git")
+        .args(["-c", "user.email=t@example.test", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A repository at `dir` with one commit.
+fn repo(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    git(dir, &["init", "-q"]);
+    git(dir, &["commit", "-q", "--allow-empty", "-m", "first"]);
+}
+
+/// Git in the sandbox with an identity, from `sh -c`.
+const GIT: &str = "git -c user.email=t@example.test -c user.name=t";
+
+#[test]
+fn nested_repositories_keep_hooks_and_config_read_only() {
+    let s = Scratch::visible();
+    repo(&s.ws);
+    repo(&s.ws.join("vendor/lib"));
+    // A submodule-style checkout: `.git` is a pointer into the outer repository's modules/.
+    let modules = s.ws.join(".git/modules/sub");
+    std::fs::create_dir_all(&modules).expect("mkdir");
+    git(&modules, &["init", "-q", "--bare"]);
+    std::fs::create_dir_all(s.ws.join("sub")).expect("mkdir");
+    std::fs::write(s.ws.join("sub/.git"), "gitdir: ../.git/modules/sub\n").expect("write");
+    let nested_config = std::fs::read(s.ws.join("vendor/lib/.git/config")).expect("read");
+    let script = format!(
+        "printf '#!/bin/sh\\necho owned\\n' > vendor/lib/.git/hooks/pre-commit && echo {ESCAPED}1; \
+         printf '[core]\\n\\tfsmonitor = touch /tmp/x\\n' >> vendor/lib/.git/config && echo {ESCAPED}2; \
+         echo 'gitdir: /elsewhere' > sub/.git && echo {ESCAPED}3; \
+         printf '#!/bin/sh\\n' > .git/modules/sub/hooks/post-checkout && echo {ESCAPED}4; \
+         mv vendor/lib/.git vendor/lib/moved && echo {ESCAPED}5; \
+         echo ok > vendor/lib/file && echo worktree-writable; exit 0"
+    );
+    let out = s.sh("workspace-write", &script);
+    out.success().stdout_lacks(ESCAPED).stdout_has("worktree-writable");
+    assert!(!s.ws.join("vendor/lib/.git/hooks/pre-commit").exists(), "a hook appeared in the nested repository");
+    assert_eq!(std::fs::read(s.ws.join("vendor/lib/.git/config")).expect("read"), nested_config);
+    assert_eq!(crate::read(&s.ws.join("sub/.git")), "gitdir: ../.git/modules/sub\n");
+    assert!(!modules.join("hooks/post-checkout").exists());
+    // The positive control: the same writes by the same user outside the sandbox succeed.
+    std::fs::write(s.ws.join("vendor/lib/.git/hooks/pre-commit"), "#!/bin/sh\n").expect("host write");
+}
+
+#[test]
+fn included_configs_and_hooks_paths_cannot_be_planted() {
+    let s = Scratch::visible();
+    repo(&s.ws);
+    let mut config = crate::read(&s.ws.join(".git/config"));
+    config
+        .push_str("[include]\n\tpath = ../shared.gitconfig\n[includeIf \"gitdir:/\"]\n\tpath = ../missing.gitconfig\n");
+    config.push_str("[core]\n\thooksPath = .githooks\n");
+    std::fs::write(s.ws.join(".git/config"), &config).expect("write");
+    std::fs::write(s.ws.join("shared.gitconfig"), "[user]\n\tname = shared\n").expect("write");
+    let script = format!(
+        "printf '[core]\\n\\tfsmonitor = x\\n' >> shared.gitconfig && echo {ESCAPED}1; \
+         printf '[core]\\n\\tfsmonitor = x\\n' > missing.gitconfig && echo {ESCAPED}2; \
+         mkdir -p .githooks && printf '#!/bin/sh\\n' > .githooks/pre-commit && echo {ESCAPED}3; \
+         rm -f shared.gitconfig && echo {ESCAPED}4; exit 0"
+    );
+    s.sh("workspace-write", &script).success().stdout_lacks(ESCAPED);
+    assert_eq!(crate::read(&s.ws.join("shared.gitconfig")), "[user]\n\tname = shared\n");
+    for planted in ["missing.gitconfig", ".githooks"] {
+        assert!(!s.ws.join(planted).exists(), "{planted} was left on the host");
+    }
+}
+
+#[test]
+fn commit_mode_commits_but_config_and_hooks_stay_read_only() {
+    let s = Scratch::visible();
+    repo(&s.ws);
+    let audit = s.root.join("state/audit.jsonl");
+    let config = std::fs::read(s.ws.join(".git/config")).expect("read");
+    let script = format!(
+        "echo hello > f && {GIT} add f && {GIT} commit -q -m second && echo COMMITTED; \
+         {GIT} branch topic && {GIT} stash list && echo BRANCHED; \
+         printf '#!/bin/sh\\n' > .git/hooks/pre-commit && echo {ESCAPED}1; \
+         git config core.hooksPath /tmp/hooks && echo {ESCAPED}2; \
+         git config core.fsmonitor 'touch /tmp/x' && echo {ESCAPED}3; \
+         git config alias.x '!touch /tmp/x' && echo {ESCAPED}4; \
+         echo '.' > .git/commondir && echo {ESCAPED}5; \
+         mv .git/hooks .git/hooks.old && echo {ESCAPED}6; \
+         mv .git .git.old && echo {ESCAPED}7; exit 0"
+    );
+    let audit_s = audit.display().to_string();
+    let out =
+        s.run(&["-p", "workspace-write", "--git", "commit", "--audit-log", &audit_s], &[], &["sh", "-c", &script]);
+    out.success().stdout_has("COMMITTED").stdout_has("BRANCHED").stdout_lacks(ESCAPED);
+    let log = git(&s.ws, &["log", "--format=%s"]);
+    assert_eq!(log, "second\nfirst\n", "the commit made inside is on the host");
+    assert!(git(&s.ws, &["branch", "--list", "topic"]).contains("topic"));
+    assert_eq!(std::fs::read(s.ws.join(".git/config")).expect("read"), config, "the host's config changed");
+    assert!(!s.ws.join(".git/hooks/pre-commit").exists() && !s.ws.join(".git/commondir").exists());
+    // The refs before and after the run are in the audit log.
+    let text = std::fs::read_to_string(&audit).expect("audit log");
+    let refs: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "git.refs")
+        .collect();
+    assert_eq!(refs.len(), 2, "{text}");
+    assert_eq!(refs[0]["when"], "before");
+    assert_eq!(refs[1]["when"], "after");
+    let head_after = git(&s.ws, &["rev-parse", "HEAD"]);
+    assert_eq!(refs[1]["refs"]["refs/heads/main"].as_str(), Some(head_after.trim()), "{:?}", refs[1]);
+    assert_ne!(refs[0]["refs"]["refs/heads/main"], refs[1]["refs"]["refs/heads/main"]);
+    assert!(refs[1]["refs"]["refs/heads/topic"].is_string());
+}
+
+#[test]
+fn read_only_mode_is_the_default_and_refuses_commits() {
+    let s = Scratch::visible();
+    repo(&s.ws);
+    let out = s.sh("workspace-write", &format!("echo x > f && {GIT} add f && echo {ESCAPED}; exit 0"));
+    out.success().stdout_lacks(ESCAPED);
+    assert_eq!(git(&s.ws, &["log", "--format=%s"]), "first\n");
+}
+
+#[test]
+fn a_cut_short_search_warns_and_is_audited() {
+    let s = Scratch::visible();
+    for i in 0..30 {
+        std::fs::write(s.ws.join(format!("file{i}")), "").expect("write");
+    }
+    let cfg = s.file("w.toml", "[filesystem]\nrepo_scan = { max_entries = 10 }\n");
+    let audit = s.root.join("state/audit.jsonl");
+    let audit_s = audit.display().to_string();
+    let out = s.run(
+        &["-p", "workspace-write", "--config", cfg.to_str().expect("utf8"), "--audit-log", &audit_s],
+        &[],
+        &["true"],
+    );
+    out.success().stderr_has("search for git repositories").stderr_has("repo_scan.max_entries");
+    assert!(std::fs::read_to_string(&audit).expect("log").contains("\"event\":\"repo_scan.truncated\""));
+    // Bad bounds are errors that name the file, the line and the accepted range.
+    let bad = s.file("bad.toml", "[filesystem]\nrepo_scan = { max_depth = 100 }\n");
+    s.run(&["--config", bad.to_str().expect("utf8")], &[], &["true"])
+        .code(125)
+        .stderr_has("bad.toml:2")
+        .stderr_has("0..=64");
+}
+
+#[test]
+fn explain_lists_the_protected_repositories() {
+    let s = Scratch::visible();
+    repo(&s.ws);
+    repo(&s.ws.join("third_party/dep"));
+    let out = crate::warden().current_dir(&s.ws).args(["explain", "--no-audit", "-p", "workspace-write"]).run();
+    out.success()
+        .stdout_has("repositories   2 found in the writable roots (gitdir read-only")
+        .stdout_has(&s.ws.join("third_party/dep/.git").display().to_string());
+}
+
+/// A home with the given directories, and a project in it.
+fn home_with(s: &Scratch, dirs: &[&str]) -> PathBuf {
+    let home = s.root.join("home");
+    for d in dirs {
+        std::fs::create_dir_all(home.join(d)).expect("mkdir");
+    }
+    home
+}
+
+#[test]
+fn writable_parents_of_wardens_config_and_state_are_refused_existing_or_not() {
+    let s = Scratch::visible();
+    let home = home_with(&s, &[".config", ".local"]);
+    let run = |extra: &[&str]| {
+        crate::warden()
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .current_dir(&s.ws)
+            .args(["run", "--yes", "-p", "workspace-write"])
+            .args(extra)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "mkdir -p ~/.config/warden && echo 'profile = \"trusted\"' > ~/.config/warden/config.toml; echo ran",
+            ])
+            .run()
+    };
+    let config_parent = home.join(".config").display().to_string();
+    run(&["--writable", &config_parent])
+        .code(125)
+        .stdout_lacks("ran")
+        .stderr_has(&format!("the writable root {config_parent} contains warden's config directory"))
+        .stderr_has(&home.join(".config/warden").display().to_string());
+    assert!(!home.join(".config/warden").exists(), "the config directory was created");
+    let state_parent = home.join(".local").display().to_string();
+    run(&["--writable", &state_parent]).code(125).stderr_has("state directory").stderr_has("--audit-log PATH");
+    // The way out: the log elsewhere.
+    let elsewhere = s.root.join("log/audit.jsonl");
+    run(&["--writable", &state_parent, "--audit-log", elsewhere.to_str().expect("utf8")]).success().stdout_has("ran");
+}
+
+#[test]
+fn a_config_read_for_the_run_cannot_be_changed_renamed_or_replaced() {
+    let s = Scratch::visible();
+    let cfg = s.file("ws/conf/warden/w.toml", "profile = \"workspace-write\"\n");
+    let before = crate::read(&cfg);
+    let script = format!(
+        "echo 'profile = \"trusted\"' > conf/warden/w.toml && echo {ESCAPED}1; \
+         mv conf conf.old && echo {ESCAPED}2; mv conf/warden conf/w2 && echo {ESCAPED}3; \
+         rm -f conf/warden/w.toml && echo {ESCAPED}4; \
+         touch conf/warden/other && echo dir-writable; exit 0"
+    );
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--no-audit", "--config"])
+        .args([&cfg])
+        .args(["--", "sh", "-c", &script])
+        .run();
+    out.success().stdout_lacks(ESCAPED).stdout_has("dir-writable");
+    assert_eq!(crate::read(&cfg), before);
+    assert!(s.ws.join("conf/warden").is_dir());
+}
