@@ -18,6 +18,10 @@ install_packages() {
   command -v ip >/dev/null || need+=(iproute2)
   command -v jq >/dev/null || need+=(jq)
   [ -x /usr/bin/python3 ] || need+=(python3)
+  # The container tests: a FROM scratch image with warden and a static busybox, run by podman.
+  command -v podman >/dev/null || need+=(podman)
+  [ -x /usr/sbin/runc ] || need+=(runc)
+  ldd /usr/bin/busybox 2>&1 | grep -q 'not a dynamic executable' || need+=(busybox-static)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       log "installing ${need[*]}"

@@ -61,6 +61,9 @@ pub enum Command {
     /// sends over the inherited control socket.
     #[command(name = "__session", hide = true)]
     Session(SessionArgs),
+    /// Exits 0 (not for people): `warden doctor`'s probe command, present in any image warden is.
+    #[command(name = "__true", hide = true)]
+    True,
 }
 
 /// `warden __session`.

@@ -58,6 +58,25 @@ fn fail(layer: &'static str, what: impl std::fmt::Display, errno: Errno) -> Setu
     SetupError { layer, detail: format!("{what}: {errno}") }
 }
 
+/// A layer that cannot be had here (`problem`: what failed and what restores it): with
+/// `--allow-degraded`, reported and replaced by `fallback`; otherwise the setup fails naming it.
+fn degrade(
+    plan: &LaunchPlan,
+    control: &Control,
+    layer: &'static str,
+    problem: String,
+    fallback: &str,
+) -> Result<(), SetupError> {
+    if !plan.allow_degraded {
+        return Err(SetupError {
+            layer,
+            detail: format!("{problem}; --allow-degraded accepts this on purpose: {fallback}"),
+        });
+    }
+    control.send(&Message::Degraded { layer: layer.to_owned(), why: format!("{problem}; {fallback}") });
+    Ok(())
+}
+
 struct Control(OwnedFd);
 
 impl Control {
@@ -98,8 +117,18 @@ fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control) -> Result<i32, Se
     set.block().map_err(|e| fail("init", "sigprocmask", e))?;
 
     if plan.namespaces {
-        build_mount_tree(plan)?;
-        sys::sethostname(&plan.hostname).map_err(|e| fail("uts namespace", "sethostname", e))?;
+        build_mount_tree(plan, control)?;
+        // A container's seccomp profile may deny sethostname (Docker's and podman's do without
+        // CAP_SYS_ADMIN): that costs the hostname only, the uts namespace is still ours.
+        if let Err(e) = sys::sethostname(&plan.hostname) {
+            let problem = format!(
+                "sethostname: {e} (in a container, the runtime's seccomp profile denies it; restore with podman/docker \
+                 --security-opt seccomp=unconfined or --cap-add SYS_ADMIN, Kubernetes securityContext.seccompProfile)"
+            );
+            let fallback =
+                "the sandbox keeps the outer hostname (in a uts namespace of its own, so it cannot change it)";
+            degrade(plan, control, "hostname", problem, fallback)?;
+        }
         if plan.new_network {
             sys::bring_up_loopback().map_err(|e| fail("network namespace", "bringing up lo", e))?;
         }
@@ -514,7 +543,7 @@ impl Tree {
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-fn build_mount_tree(plan: &LaunchPlan) -> Result<(), SetupError> {
+fn build_mount_tree(plan: &LaunchPlan, control: &Control) -> Result<(), SetupError> {
     const L: &str = "mount";
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(|e| fail(L, "making / private", e))?;
@@ -534,7 +563,7 @@ fn build_mount_tree(plan: &LaunchPlan) -> Result<(), SetupError> {
     sys::mount_setattr(&tree.root, true, mount_attr::RDONLY | mount_attr::NOSUID | mount_attr::NODEV, 0)
         .map_err(|e| fail(L, "making the root read-only", e))?;
     for step in &plan.mounts {
-        apply_step(&mut tree, step)?;
+        apply_step(&mut tree, step, plan, control)?;
     }
     if let Some(dev) = &tree.dev {
         let _ = std::fs::remove_file(MASK_FILE);
@@ -543,7 +572,7 @@ fn build_mount_tree(plan: &LaunchPlan) -> Result<(), SetupError> {
     Ok(())
 }
 
-fn apply_step(tree: &mut Tree, step: &MountStep) -> Result<(), SetupError> {
+fn apply_step(tree: &mut Tree, step: &MountStep, plan: &LaunchPlan, control: &Control) -> Result<(), SetupError> {
     const L: &str = "mount";
     let nosuid_nodev = mount_attr::NOSUID | mount_attr::NODEV;
     match step {
@@ -564,7 +593,7 @@ fn apply_step(tree: &mut Tree, step: &MountStep) -> Result<(), SetupError> {
                 .map_err(|e| fail(L, format!("tmpfs for {}", path.display()), e))?;
             sys::move_mount(&fs, &target).map_err(|e| fail(L, format!("mounting tmpfs on {}", path.display()), e))
         }
-        MountStep::Proc => mount_proc(tree),
+        MountStep::Proc => mount_proc(tree, plan, control),
         MountStep::Dev => mount_dev(tree),
         MountStep::Bind { path, writable } => {
             let is_dir = !tree.files.contains(path);
@@ -659,16 +688,33 @@ fn ensure_mountpoint(tree: &Tree, path: &Path, is_dir: bool) -> Result<OwnedFd, 
     tree.target(path, Resolve::NoSymlinks).map_err(|e| bind_error(path, e))
 }
 
-fn mount_proc(tree: &Tree) -> Result<(), SetupError> {
+fn mount_proc(tree: &Tree, plan: &LaunchPlan, control: &Control) -> Result<(), SetupError> {
     const L: &str = "proc";
-    sys::mount(
+    let fresh = sys::mount(
         Some("proc"),
         Path::new("/proc"),
         Some("proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
-    )
-    .map_err(|e| fail(L, "mounting a fresh /proc", e))?;
+    );
+    match fresh {
+        Ok(()) => {}
+        // The kernel refuses a new procfs where the existing one has paths masked by overmounts
+        // (a container's /proc/kcore, /proc/keys, ...): mounting it would reveal them. The
+        // narrowest safe fallback is the existing /proc as the tree has it: read-only, nosuid,
+        // nodev, its masks kept. It shows the outer pid namespace's processes; Landlock still
+        // denies ptrace-style access (memory, environment) to any of them outside the sandbox.
+        Err(e @ Errno(libc::EPERM)) => {
+            let problem = format!(
+                "mounting a fresh /proc: {e} (the existing /proc has masked paths, as in a container; restore with \
+                 podman/docker --security-opt systempaths=unconfined, podman also unmask=ALL, Kubernetes \
+                 securityContext.procMount: Unmasked)"
+            );
+            let fallback = "the sandbox gets the outer /proc read-only, masks kept; it lists the outer processes";
+            return degrade(plan, control, L, problem, fallback);
+        }
+        Err(e) => return Err(fail(L, "mounting a fresh /proc", e)),
+    }
     // Kernel knobs stay read-only: when warden runs as root, the sandbox's uid 0 owns them.
     for sub in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
         let p = Path::new("/proc").join(sub);

@@ -85,6 +85,8 @@ pub struct Report {
     pub duration: Duration,
     /// Peak RSS of the largest process of the sandbox, KiB.
     pub peak_rss_kib: u64,
+    /// Layers PID 1 skipped because the plan allows degrading: `(layer, why)`.
+    pub degraded: Vec<(String, String)>,
 }
 
 /// Errors of the parent side itself (not of the sandbox).
@@ -141,6 +143,11 @@ pub trait Supervisor {
     fn listeners(&mut self, listeners: Vec<(ListenerKind, OwnedFd)>) -> Result<(), Refusal> {
         drop(listeners);
         Ok(())
+    }
+
+    /// PID 1 skips `layer`, which cannot be had here (the plan allows degrading).
+    fn degraded(&mut self, layer: &str, why: &str) {
+        let _ = (layer, why);
     }
 
     /// PID 1 (`pid`, in this process's pid namespace) was released and builds the sandbox.
@@ -205,7 +212,12 @@ fn detect_tty() -> Option<TtyPlan> {
 }
 
 fn setup_failed(layer: &str, detail: String) -> Report {
-    Report { outcome: Outcome::SetupFailed { layer: layer.into(), detail }, duration: Duration::ZERO, peak_rss_kib: 0 }
+    Report {
+        outcome: Outcome::SetupFailed { layer: layer.into(), detail },
+        duration: Duration::ZERO,
+        peak_rss_kib: 0,
+        degraded: Vec::new(),
+    }
 }
 
 fn clone_and_wait(
@@ -249,7 +261,7 @@ fn clone_and_wait(
     if let Err(outcome) = prepare_child(plan, pid1, cgroup_procs) {
         let _ = sys::kill(pid1, libc::SIGKILL);
         let _ = sys::waitpid(pid1, false);
-        return Ok(Report { outcome, duration: start.elapsed(), peak_rss_kib: 0 });
+        return Ok(Report { outcome, duration: start.elapsed(), peak_rss_kib: 0, degraded: Vec::new() });
     }
     sys::write_all(sync_w.as_raw_fd(), b"1").map_err(sys_err("releasing the sandbox init"))?;
     drop(sync_w);
@@ -335,6 +347,7 @@ fn supervise(
     let mut init_status = None;
     let mut relay: Option<Relay> = None;
     let mut listeners: Vec<(ListenerKind, OwnedFd)> = Vec::new();
+    let mut degraded = Vec::new();
     let mut control = supervisor.control_fd();
     loop {
         let wait_ms = match deadline {
@@ -380,6 +393,10 @@ fn supervise(
                         if let Some(r) = relay.as_mut() {
                             suspend_like_a_job(r, pid1);
                         }
+                    }
+                    (Message::Degraded { layer, why }, _) => {
+                        supervisor.degraded(&layer, &why);
+                        degraded.push((layer, why));
                     }
                     _ => {}
                 }
@@ -459,7 +476,7 @@ fn supervise(
         (None, Some(reason)) if !reported => Outcome::Cancelled { reason },
         _ => decide(&messages, timed_out, init_status),
     };
-    Ok(Report { outcome, duration, peak_rss_kib })
+    Ok(Report { outcome, duration, peak_rss_kib, degraded })
 }
 
 /// The command stopped (Ctrl-Z on the sandbox's terminal). When warden's terminal is ours, stop
@@ -560,7 +577,9 @@ fn drain_messages(sock: &OwnedFd, buf: &mut [u8], out: &mut Vec<Message>) -> Vec
         match sys::recv_with_fd(sock.as_raw_fd(), buf) {
             Ok((0, _)) | Err(_) => return act,
             Ok((n, fd)) => match Message::decode(&buf[..n]) {
-                Some(m @ (Message::Stopped { .. } | Message::ListenersSent)) => act.push((m, fd)),
+                Some(m @ (Message::Stopped { .. } | Message::ListenersSent | Message::Degraded { .. })) => {
+                    act.push((m, fd))
+                }
                 Some(m) => {
                     if fd.is_some() {
                         act.push((m.clone(), fd));

@@ -129,6 +129,10 @@ pub struct LaunchPlan {
     pub pids_cgroup_max: Option<u64>,
     /// The git repositories found in the writable roots (all protected per `policy.git`).
     pub repo_scan: ScanReport,
+    /// Layers that cannot be had here (a container's masked /proc, a denied sethostname) may be
+    /// skipped, each reported, instead of failing the setup (`--allow-degraded`).
+    #[serde(default)]
+    pub allow_degraded: bool,
     /// uid and gid outside (mapped to the same ids inside).
     pub uid: u32,
     /// See `uid`.
@@ -305,6 +309,7 @@ pub fn compile(
             tty: None,
             pids_cgroup_max: None,
             repo_scan: ScanReport::default(),
+            allow_degraded: policy.allow_degraded,
             uid,
             gid,
         });
@@ -341,6 +346,7 @@ pub fn compile(
         tty: None,
         pids_cgroup_max: if uid == 0 { policy.limits.max_procs } else { None },
         repo_scan,
+        allow_degraded: policy.allow_degraded,
         uid,
         gid,
     })

@@ -62,6 +62,13 @@ pub enum Message {
     /// it starts the command, so a proxy that cannot be served refuses the run before the command's
     /// first instruction.
     ListenersSent,
+    /// A layer cannot be had here and the plan allows degrading: it is skipped, the run goes on.
+    Degraded {
+        /// The layer (e.g. "proc", "hostname").
+        layer: String,
+        /// Why, and what restores it.
+        why: String,
+    },
     /// A layer could not be set up; the command did not run.
     SetupFailed {
         /// The layer (e.g. "user namespace", "mount", "landlock", "seccomp").

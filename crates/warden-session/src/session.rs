@@ -36,6 +36,8 @@ pub struct Report {
     pub peak_rss_kib: u64,
     /// Connections the egress proxy denied, per host, most first.
     pub denied: Vec<(String, u64)>,
+    /// Layers skipped during the launch (`--allow-degraded`): `(layer, why)`.
+    pub degraded: Vec<(String, String)>,
 }
 
 impl Report {
@@ -236,6 +238,7 @@ impl Session {
         let mut supervision = Supervision {
             proxies: &mut self.proxies,
             events: &self.events,
+            recorder: &self.recorder,
             audit_session: self.recorder.session(),
             control: control.as_deref_mut(),
         };
@@ -252,6 +255,7 @@ impl Session {
             duration: report.duration,
             peak_rss_kib: report.peak_rss_kib,
             denied: Vec::new(),
+            degraded: report.degraded,
         };
         if let Outcome::SetupFailed { layer, detail } = &report.outcome {
             if layer.ends_with("namespace") && self.prepared.spec.policy.allow_degraded {
@@ -296,6 +300,10 @@ impl Session {
             ("peak_rss_kib", json!(exit.peak_rss_kib)),
             ("outcome", json!(exit.outcome)),
         ]);
+        if !report.degraded.is_empty() {
+            let layers: Vec<&str> = report.degraded.iter().map(|(l, _)| l.as_str()).collect();
+            f.insert("degraded".into(), json!(layers));
+        }
         match &report.outcome {
             Outcome::Finished(CommandStatus::Signaled(sig)) => {
                 f.insert("signal".into(), json!(sig));
@@ -360,16 +368,23 @@ impl Session {
         let mut supervision = Supervision {
             proxies: &mut self.proxies,
             events: &self.events,
+            recorder: &self.recorder,
             audit_session: self.recorder.session(),
             control,
         };
         let r = launch::run(&plan, timeout, &mut supervision).map_err(SessionError::Launch)?;
-        Ok(Report { outcome: r.outcome, duration: r.duration, peak_rss_kib: r.peak_rss_kib, denied: Vec::new() })
+        Ok(Report {
+            outcome: r.outcome,
+            duration: r.duration,
+            peak_rss_kib: r.peak_rss_kib,
+            denied: Vec::new(),
+            degraded: r.degraded,
+        })
     }
 }
 
 fn setup_report(outcome: Outcome) -> Report {
-    Report { outcome, duration: Duration::ZERO, peak_rss_kib: 0, denied: Vec::new() }
+    Report { outcome, duration: Duration::ZERO, peak_rss_kib: 0, denied: Vec::new(), degraded: Vec::new() }
 }
 
 fn refuse_record(recorder: &Recorder, prepared: &Prepared, reason: &str) {
@@ -389,6 +404,7 @@ fn credential_proxy(upstream: &str, key: LockedSecret, recorder: &Recorder) -> R
 struct Supervision<'a, 'c> {
     proxies: &'a mut Proxies,
     events: &'a Arc<dyn EventSink>,
+    recorder: &'a Recorder,
     audit_session: Option<String>,
     control: Option<&'a mut (dyn Controller + 'c)>,
 }
@@ -396,6 +412,11 @@ struct Supervision<'a, 'c> {
 impl Supervisor for Supervision<'_, '_> {
     fn listeners(&mut self, listeners: Vec<(ListenerKind, OwnedFd)>) -> Result<(), Refusal> {
         self.proxies.serve(listeners, self.events)
+    }
+
+    fn degraded(&mut self, layer: &str, why: &str) {
+        self.events.event(&SessionEvent::Degraded { layer: layer.to_owned(), why: why.to_owned() });
+        self.recorder.record("policy.degraded", fields([("layers", json!([layer])), ("why", json!([why]))]));
     }
 
     fn started(&mut self, pid: libc::pid_t) {
@@ -415,12 +436,25 @@ impl Supervisor for Supervision<'_, '_> {
 struct PrivateTmp(std::path::PathBuf);
 
 impl PrivateTmp {
+    /// In `$TMPDIR`, else the first of `/tmp`, `/var/tmp`, `/dev/shm` that takes it (a container
+    /// image built `FROM scratch` may have no `/tmp`).
     fn create() -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("warden-{}-{nanos:09}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        Ok(PrivateTmp(dir))
+        let name = format!("warden-{}-{nanos:09}", std::process::id());
+        let candidates = std::env::var_os("TMPDIR")
+            .map(std::path::PathBuf::from)
+            .into_iter()
+            .chain(["/tmp", "/var/tmp", "/dev/shm"].map(std::path::PathBuf::from));
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no temporary directory");
+        for base in candidates {
+            let dir = base.join(&name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(PrivateTmp(dir)),
+                Err(e) => last = std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())),
+            }
+        }
+        Err(last)
     }
 }
 
