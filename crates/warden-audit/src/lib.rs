@@ -11,13 +11,17 @@
 //!   interleave bytes and never fork the chain;
 //! - a torn last line (a writer died mid-write) is cut off by the next writer and a `log.recovered`
 //!   record says how many bytes were dropped; complete records are never rewritten;
-//! - size-based rotation keeps the chain going across files;
+//! - size-based rotation keeps the chain going across files; before it deletes the oldest file it
+//!   writes a `log.pruned` record naming the last record deleted, so that [`verify`] can tell a
+//!   pruned head from a deleted one ("head missing");
+//! - the `log.*` events are the log's own: [`AuditLog::append`] refuses them, so every `log.pruned`
+//!   record in a keyed log was written by rotation;
 //! - with `fsync = always`, a record whose [`AuditLog::append`] returned `Ok` is on disk.
 //!
 //! What it trusts: that every writer of the file is an [`AuditLog`] (honours the lock), and the
 //! file system to implement `flock`, `O_APPEND` and `rename` as POSIX says. What it cannot detect
-//! from the file alone: removal of whole records at the end of the newest file or at the start of
-//! the oldest one (the chain has no external anchor); ship the last hash elsewhere to cover that.
+//! from the files alone: records removed from the end of the newest file (or the newest files
+//! deleted); a [`checkpoint`] taken earlier and kept elsewhere covers that.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +30,7 @@ mod record;
 mod time;
 mod writer;
 
+pub mod checkpoint;
 pub mod read;
 pub mod redact;
 pub mod verify;
@@ -295,6 +300,12 @@ pub enum AuditError {
         size: usize,
         /// [`MAX_RECORD_BYTES`].
         limit: usize,
+    },
+    /// The event name is one of the log's own (`log.*`: recovery, rotation, pruning).
+    #[error("audit event {event:?} is reserved: log.* records are written by the audit log itself")]
+    ReservedEvent {
+        /// The (redacted) event name.
+        event: String,
     },
     /// A field holds a non-integer number; the format stores integers only.
     #[error("audit field {field:?} holds a non-integer number; audit records store integers only")]

@@ -18,6 +18,18 @@ pub(crate) const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 pub(crate) const PREV_SUFFIX_LEN: usize = 9 + 64 + 2;
 /// Names the header and trailer use; an event field with one of these names gets a `field_` prefix.
 pub(crate) const RESERVED: [&str; 8] = ["v", "k", "seq", "ts", "session", "event", "prev", "hash"];
+/// Events under this prefix are written by the log itself (recovery, rotation, pruning), never by
+/// [`crate::AuditLog::append`].
+pub(crate) const LOG_EVENT_PREFIX: &str = "log.";
+/// The record rotation writes before it deletes records: everything up to `pruned_through_seq`,
+/// whose hash was `pruned_hash`, is gone (the newest deleted file was `pruned_file`).
+pub(crate) const PRUNED_EVENT: &str = "log.pruned";
+/// The `seq` of the last deleted record.
+pub(crate) const PRUNED_THROUGH_SEQ: &str = "pruned_through_seq";
+/// The `hash` of the last deleted record.
+pub(crate) const PRUNED_HASH: &str = "pruned_hash";
+/// The name (no directory) of the newest file deleted.
+pub(crate) const PRUNED_FILE: &str = "pruned_file";
 
 /// How records are chained: plain SHA-256 or HMAC-SHA256 under the audit key.
 #[derive(Clone)]
@@ -42,26 +54,58 @@ impl Chain {
 
     /// `hash = H(prev_hex || canonical)`, where canonical is given in pieces.
     pub(crate) fn digest(&self, prev: &[u8], canonical: &[&[u8]]) -> [u8; 64] {
-        let out: [u8; 32] = match self {
+        match self {
             Chain::Plain => {
                 let mut h = Sha256::new();
                 h.update(prev);
                 for part in canonical {
                     h.update(part);
                 }
-                h.finalize().into()
+                hex32(&h.finalize().into())
             }
-            Chain::Keyed(mac) => {
-                let mut m = mac.clone();
-                m.update(prev);
-                for part in canonical {
-                    m.update(part);
-                }
-                m.finalize().into_bytes().into()
-            }
-        };
-        hex32(&out)
+            Chain::Keyed(mac) => hex32(&keyed(mac, prev, canonical).finalize().into_bytes().into()),
+        }
     }
+
+    /// Keyed chains only: the lowercase hex HMAC-SHA256 of `parts` under the key.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> Option<[u8; 64]> {
+        match self {
+            Chain::Plain => None,
+            Chain::Keyed(mac) => Some(hex32(&keyed(mac, b"", parts).finalize().into_bytes().into())),
+        }
+    }
+
+    /// Keyed chains only: whether `tag_hex` (64 lowercase hex digits) is the HMAC of `parts`,
+    /// compared in constant time. `false` for a plain chain.
+    pub(crate) fn mac_matches(&self, parts: &[&[u8]], tag_hex: &str) -> bool {
+        match (self, unhex32(tag_hex.as_bytes())) {
+            (Chain::Keyed(mac), Some(tag)) => keyed(mac, b"", parts).verify_slice(&tag).is_ok(),
+            _ => false,
+        }
+    }
+}
+
+/// The keyed MAC fed with `first` and then `rest`.
+fn keyed(mac: &Hmac<Sha256>, first: &[u8], rest: &[&[u8]]) -> Hmac<Sha256> {
+    let mut m = mac.clone();
+    m.update(first);
+    for part in rest {
+        m.update(part);
+    }
+    m
+}
+
+/// The 32 bytes that 64 lowercase hex digits stand for.
+fn unhex32(s: &[u8]) -> Option<[u8; 32]> {
+    if !is_hash_hex(s) {
+        return None;
+    }
+    let nibble = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 };
+    let mut out = [0u8; 32];
+    for (i, pair) in s.chunks_exact(2).enumerate() {
+        out[i] = (nibble(pair[0]) << 4) | nibble(pair[1]);
+    }
+    Some(out)
 }
 
 /// Lowercase hex of a 32-byte digest.
@@ -207,6 +251,23 @@ pub(crate) mod tests {
         assert_ne!(recompute(&Chain::Plain, line.trim_end().as_bytes()), Some(hash));
         let other = AuditKey::from_bytes(b"test-vector-key-0123456780").expect("key");
         assert_ne!(recompute(&Chain::new(Some(&other)), line.trim_end().as_bytes()), Some(hash));
+    }
+
+    #[test]
+    fn macs_are_keyed_only_and_compared_as_hex() {
+        assert_eq!(Chain::Plain.mac(&[b"x"]), None);
+        assert!(!Chain::Plain.mac_matches(&[b"x"], &"0".repeat(64)));
+        let key = AuditKey::from_bytes(b"test-vector-key-0123456789").expect("key");
+        let chain = Chain::new(Some(&key));
+        // hmac.new(b"test-vector-key-0123456789", b"abc", "sha256").hexdigest()
+        let want = "6867305cda310a664b7a236a914a9110bfe169a785629556357cea2a0f7b6e5e";
+        let got = chain.mac(&[b"a", b"bc"]).expect("keyed");
+        assert_eq!(std::str::from_utf8(&got).ok(), Some(want));
+        assert!(chain.mac_matches(&[b"abc"], want));
+        assert!(!chain.mac_matches(&[b"abd"], want));
+        assert!(!chain.mac_matches(&[b"abc"], &want.to_uppercase()));
+        assert!(!chain.mac_matches(&[b"abc"], &want[..62]));
+        assert_eq!(unhex32(b"0f".repeat(32).as_slice()), Some([0x0f; 32]));
     }
 
     #[test]

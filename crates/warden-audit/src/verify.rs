@@ -8,19 +8,33 @@
 //! more (else [`Problem::Missing`], [`Problem::Reordered`], [`Problem::Duplicated`] or
 //! [`Problem::BrokenLink`]).
 //!
-//! What it cannot see: records removed from the end of the newest file, or from the start of the
-//! oldest file given (its first `prev` is taken as the anchor, since rotation drops old files).
-//! Keep the last hash somewhere else to detect those.
+//! Both ends of the chain:
+//! - **Head.** The first record must be seq 1 (with the all-zero `prev`), or the chain must hold a
+//!   `log.pruned` record, written by rotation before it deleted the oldest file, that names exactly
+//!   the record before it: `pruned_through_seq` = first seq - 1 and `pruned_hash` = its `prev`.
+//!   Otherwise the oldest records were deleted by someone else: [`Problem::HeadMissing`]. In a keyed
+//!   log a `log.pruned` record cannot be forged without the key, and one naming the oldest retained
+//!   file exists only once rotation has deleted the file before it, so deleting the oldest retained
+//!   file is detected too.
+//! - **Tail.** Records cut off the end leave a shorter chain that is intact; only a checkpoint taken
+//!   earlier shows it ([`verify_with_checkpoint`]: [`Problem::ShorterThanCheckpoint`],
+//!   [`Problem::DivergesFromCheckpoint`], [`Problem::BadCheckpoint`],
+//!   [`Problem::CheckpointPruned`]).
+//!
+//! What it trusts: in an unkeyed log, whoever can rewrite every file can forge any chain, prune
+//! records included; only a key, or a checkpoint kept elsewhere, resists that.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::read::parse_line;
-use crate::record::{self, Chain, ZERO_HASH};
+use crate::checkpoint::Checkpoint;
+use crate::read::{parse_line, Record};
+use crate::record::{self, Chain, PRUNED_EVENT, PRUNED_HASH, PRUNED_THROUGH_SEQ, ZERO_HASH};
 use crate::AuditKey;
 
 /// Why verification failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Problem {
     /// A record's bytes do not match its hash.
     Modified,
@@ -39,6 +53,18 @@ pub enum Problem {
     /// A record does not follow the previous one (its `prev` is wrong, or a file does not continue
     /// the file before it).
     BrokenLink,
+    /// The chain starts after seq 1 and no `log.pruned` record accounts for the records before it.
+    HeadMissing,
+    /// The log ends before the checkpoint's `seq`: records were removed from its end.
+    ShorterThanCheckpoint,
+    /// The record at the checkpoint's `seq` has another hash: the log was rewritten from there on
+    /// (or earlier).
+    DivergesFromCheckpoint,
+    /// The checkpoint's mac does not fit the key: it was forged or altered.
+    BadCheckpoint,
+    /// The checkpoint's record was pruned by rotation and no `log.pruned` record names it, so it
+    /// cannot be checked.
+    CheckpointPruned,
 }
 
 impl fmt::Display for Problem {
@@ -52,6 +78,11 @@ impl fmt::Display for Problem {
             Problem::BadKey => "bad key",
             Problem::Malformed => "malformed",
             Problem::BrokenLink => "broken link",
+            Problem::HeadMissing => "head missing",
+            Problem::ShorterThanCheckpoint => "shorter than checkpoint",
+            Problem::DivergesFromCheckpoint => "diverges from checkpoint",
+            Problem::BadCheckpoint => "bad checkpoint",
+            Problem::CheckpointPruned => "checkpoint pruned",
         })
     }
 }
@@ -59,9 +90,9 @@ impl fmt::Display for Problem {
 /// The first problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// The file it is in.
+    /// The file it is in (the checkpoint file for [`Problem::BadCheckpoint`]).
     pub file: PathBuf,
-    /// 1-based line in `file` (0 when the file itself could not be read).
+    /// 1-based line in `file` (0 when the file itself could not be read, or the log is empty).
     pub line: usize,
     /// The `seq` of the record on that line, when it could be read.
     pub seq: Option<u64>,
@@ -85,6 +116,7 @@ impl std::error::Error for Failure {}
 
 /// What an intact chain holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Verified {
     /// Files checked.
     pub files: usize,
@@ -94,10 +126,15 @@ pub struct Verified {
     pub first_seq: Option<u64>,
     /// `seq` of the last record.
     pub last_seq: Option<u64>,
-    /// `hash` of the last record: an anchor to keep elsewhere (see the module docs).
+    /// `hash` of the last record: what a checkpoint keeps (see [`crate::checkpoint`]).
     pub last_hash: Option<String>,
     /// Whether the chain was verified with a key (HMAC).
     pub keyed: bool,
+    /// When the chain starts after seq 1: the `log.pruned` record's `pruned_through_seq` that
+    /// accounts for the records before it (rotation deleted seq 1 to this one).
+    pub pruned_through: Option<u64>,
+    /// The checkpoint's `seq`, when one was given and matched.
+    pub checkpoint: Option<u64>,
 }
 
 /// `seq` of a line, read loosely (for diagnostics only).
@@ -106,13 +143,71 @@ fn loose_seq(line: &[u8]) -> Option<u64> {
     map.get("seq")?.as_u64()
 }
 
-/// Verifies `paths` as one chain, oldest file first (see [`crate::read::log_files`]).
+/// Where a record is: index into the paths, 0-based line.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    file: usize,
+    line: usize,
+}
+
+/// A `log.pruned` record: the records up to `through` were deleted, the last of them had `hash`.
+struct Pruned {
+    through: u64,
+    hash: [u8; 64],
+    at: At,
+}
+
+/// Verifies `paths` as one chain, oldest file first (see [`crate::read::log_files`]), including
+/// its head (see the module docs). The end of the chain needs a checkpoint:
+/// [`verify_with_checkpoint`].
 pub fn verify_files(paths: &[PathBuf], key: Option<&AuditKey>) -> Result<Verified, Failure> {
+    check(paths, key, None)
+}
+
+/// [`verify_files`], and then: the checkpoint read from `origin` must be authentic under `key`
+/// (a mac exactly for keyed logs), and the log must reach its `seq` with the same `hash`. A
+/// checkpoint whose record rotation has since pruned verifies only when a retained `log.pruned`
+/// record names that very record (`pruned_through_seq` = its seq, with the same hash); otherwise it
+/// cannot be checked and fails as [`Problem::CheckpointPruned`]: take checkpoints more often than
+/// rotation deletes files.
+pub fn verify_with_checkpoint(
+    paths: &[PathBuf],
+    key: Option<&AuditKey>,
+    checkpoint: &Checkpoint,
+    origin: &Path,
+) -> Result<Verified, Failure> {
+    check(paths, key, Some((checkpoint, origin)))
+}
+
+fn check(
+    paths: &[PathBuf],
+    key: Option<&AuditKey>,
+    checkpoint: Option<(&Checkpoint, &Path)>,
+) -> Result<Verified, Failure> {
+    if let Some((cp, origin)) = checkpoint {
+        cp.authentic(key).map_err(|detail| Failure {
+            file: origin.to_owned(),
+            line: 1,
+            seq: Some(cp.seq),
+            problem: Problem::BadCheckpoint,
+            detail,
+        })?;
+    }
     let chain = Chain::new(key);
-    let mut out =
-        Verified { files: 0, records: 0, first_seq: None, last_seq: None, last_hash: None, keyed: key.is_some() };
-    // The previous record's hash and seq, where it was.
-    let mut last: Option<([u8; 64], u64, usize, usize)> = None;
+    let mut out = Verified {
+        files: 0,
+        records: 0,
+        first_seq: None,
+        last_seq: None,
+        last_hash: None,
+        keyed: key.is_some(),
+        pruned_through: None,
+        checkpoint: None,
+    };
+    // The first record; the previous record's hash, seq and place.
+    let mut head: Option<Head> = None;
+    let mut last: Option<([u8; 64], u64, At)> = None;
+    let mut pruned: Vec<Pruned> = Vec::new();
     for (fi, path) in paths.iter().enumerate() {
         let data = std::fs::read(path).map_err(|e| Failure {
             file: path.clone(),
@@ -123,6 +218,7 @@ pub fn verify_files(paths: &[PathBuf], key: Option<&AuditKey>) -> Result<Verifie
         })?;
         out.files += 1;
         for (li, segment) in data.split_inclusive(|&b| b == b'\n').enumerate() {
+            let at = At { file: fi, line: li };
             let fail = |seq: Option<u64>, problem: Problem, detail: String| Failure {
                 file: path.clone(),
                 line: li + 1,
@@ -159,6 +255,7 @@ pub fn verify_files(paths: &[PathBuf], key: Option<&AuditKey>) -> Result<Verifie
                     fail(seq, Problem::Modified, "the record's bytes do not match its hash".to_owned())
                 });
             }
+            let hash = hex64(&rec.hash);
             match last {
                 None => {
                     let genesis = rec.prev.as_bytes() == ZERO_HASH;
@@ -169,18 +266,27 @@ pub fn verify_files(paths: &[PathBuf], key: Option<&AuditKey>) -> Result<Verifie
                             "only the first record (seq 1) may have an all-zero prev".to_owned(),
                         ));
                     }
+                    head = Some(Head { seq: rec.seq, prev: hex64(&rec.prev), at });
                     out.first_seq = seq;
                 }
-                Some((hash, prev_seq, pfi, pli)) => {
-                    if rec.prev.as_bytes() != hash || rec.seq != prev_seq + 1 {
-                        let (problem, detail) = classify(paths, (fi, li, &data), &rec, prev_seq, (pfi, pli));
+                Some((prev_hash, prev_seq, prev_at)) => {
+                    if rec.prev.as_bytes() != prev_hash || rec.seq != prev_seq + 1 {
+                        let (problem, detail) = classify(paths, (fi, li, &data), &rec, prev_seq, prev_at.file);
                         return Err(fail(seq, problem, detail));
                     }
                 }
             }
-            let mut h = [0u8; 64];
-            h.copy_from_slice(rec.hash.as_bytes());
-            last = Some((h, rec.seq, fi, li));
+            if rec.event == PRUNED_EVENT {
+                let (through, hash) = prune_claim(&rec).map_err(|d| fail(seq, Problem::Malformed, d))?;
+                pruned.push(Pruned { through, hash, at });
+            }
+            if let Some((cp, origin)) = checkpoint.filter(|(cp, _)| cp.seq == rec.seq) {
+                if cp.hash != rec.hash {
+                    return Err(fail(seq, Problem::DivergesFromCheckpoint, diverges(cp, origin, &rec.hash)));
+                }
+                out.checkpoint = Some(cp.seq);
+            }
+            last = Some((hash, rec.seq, at));
             out.records += 1;
             out.last_seq = seq;
         }
@@ -188,16 +294,177 @@ pub fn verify_files(paths: &[PathBuf], key: Option<&AuditKey>) -> Result<Verifie
             out.last_hash = Some(String::from_utf8_lossy(&h).into_owned());
         }
     }
+    if let Some(h) = head.as_ref().filter(|h| h.seq > 1) {
+        out.pruned_through = Some(check_head(paths, h, &pruned)?);
+    }
+    if let Some((cp, origin)) = checkpoint.filter(|_| out.checkpoint.is_none()) {
+        // The chain holds every seq from its first to its last record, and the scan did not meet
+        // the checkpoint's: it lies past the end, or before the first retained record.
+        match (last, head) {
+            (Some((_, last_seq, _)), Some(h)) if last_seq >= cp.seq => {
+                out.checkpoint = Some(check_pruned_checkpoint(paths, cp, origin, &h, &pruned)?);
+            }
+            (last, _) => return Err(shorter(paths, cp, origin, last.map(|(_, seq, at)| (seq, at)))),
+        }
+    }
     Ok(out)
+}
+
+/// The first record of a chain.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: u64,
+    prev: [u8; 64],
+    at: At,
+}
+
+/// A failure at a record.
+fn at_record(paths: &[PathBuf], at: At, seq: u64, problem: Problem, detail: String) -> Failure {
+    Failure { file: paths[at.file].clone(), line: at.line + 1, seq: Some(seq), problem, detail }
+}
+
+/// A chain that starts at `head.seq` > 1 needs a `log.pruned` record naming the record before it
+/// (seq and hash); returns that seq.
+fn check_head(paths: &[PathBuf], head: &Head, pruned: &[Pruned]) -> Result<u64, Failure> {
+    let before = head.seq - 1;
+    let claims: Vec<&Pruned> = pruned.iter().filter(|p| p.through == before).collect();
+    match claims.last() {
+        None => {
+            let range = if before == 1 { "record 1 was".to_owned() } else { format!("records 1..{before} were") };
+            Err(at_record(
+                paths,
+                head.at,
+                head.seq,
+                Problem::HeadMissing,
+                format!(
+                    "the log starts at seq {} without a log.pruned record ({range} deleted, or the files holding \
+                     them were not given)",
+                    head.seq
+                ),
+            ))
+        }
+        Some(p) if !claims.iter().any(|c| c.hash == head.prev) => Err(at_record(
+            paths,
+            head.at,
+            head.seq,
+            Problem::BrokenLink,
+            format!(
+                "does not continue the pruned log: the log.pruned record at {}:{} says seq {before} had another \
+                 hash than this record's prev",
+                paths[p.at.file].display(),
+                p.at.line + 1
+            ),
+        )),
+        Some(_) => Ok(before),
+    }
+}
+
+/// A checkpoint older than the first retained record: verifiable only through a `log.pruned` record
+/// that names it. Returns its seq.
+fn check_pruned_checkpoint(
+    paths: &[PathBuf],
+    cp: &Checkpoint,
+    origin: &Path,
+    head: &Head,
+    pruned: &[Pruned],
+) -> Result<u64, Failure> {
+    match pruned.iter().find(|p| p.through == cp.seq) {
+        Some(p) if p.hash[..] == *cp.hash.as_bytes() => Ok(cp.seq),
+        Some(p) => Err(at_record(
+            paths,
+            p.at,
+            p.through + 1,
+            Problem::DivergesFromCheckpoint,
+            diverges(cp, origin, &String::from_utf8_lossy(&p.hash)),
+        )),
+        None => Err(at_record(
+            paths,
+            head.at,
+            head.seq,
+            Problem::CheckpointPruned,
+            format!(
+                "checkpoint {} is at seq {}, but the log now starts at seq {}: rotation pruned that record and no \
+                 log.pruned record names it, so it cannot be checked (take a newer checkpoint: warden audit head)",
+                origin.display(),
+                cp.seq,
+                head.seq
+            ),
+        )),
+    }
+}
+
+/// The log ends (at `last`: seq and place; `None`: no records) before the checkpoint.
+fn shorter(paths: &[PathBuf], cp: &Checkpoint, origin: &Path, last: Option<(u64, At)>) -> Failure {
+    let from = last.map_or(1, |(seq, _)| seq + 1);
+    let removed = if from == cp.seq { format!("seq {from} was") } else { format!("seq {from}..{} were", cp.seq) };
+    let detail = |ends: String| {
+        format!(
+            "the log {ends}, before checkpoint {} at seq {}: {removed} removed from its end (or the newest file was \
+             deleted)",
+            origin.display(),
+            cp.seq
+        )
+    };
+    match last {
+        Some((seq, at)) => {
+            at_record(paths, at, seq, Problem::ShorterThanCheckpoint, detail(format!("ends at seq {seq}")))
+        }
+        None => Failure {
+            file: paths.last().cloned().unwrap_or_else(|| origin.to_owned()),
+            line: 0,
+            seq: None,
+            problem: Problem::ShorterThanCheckpoint,
+            detail: detail("holds no records".to_owned()),
+        },
+    }
+}
+
+/// The detail of a [`Problem::DivergesFromCheckpoint`].
+fn diverges(cp: &Checkpoint, origin: &Path, found: &str) -> String {
+    format!(
+        "checkpoint {} says seq {} has hash {}, the log's record has {}: the log was rewritten at or before \
+         this record",
+        origin.display(),
+        cp.seq,
+        &cp.hash[..16],
+        &found[..found.len().min(16)]
+    )
+}
+
+/// A parsed hash field (already checked to be 64 hex digits by [`parse_line`]).
+fn hex64(s: &str) -> [u8; 64] {
+    let mut h = [0u8; 64];
+    if s.len() == 64 {
+        h.copy_from_slice(s.as_bytes());
+    }
+    h
+}
+
+/// `pruned_through_seq` and `pruned_hash` of a `log.pruned` record, which must name an earlier
+/// record.
+fn prune_claim(rec: &Record) -> Result<(u64, [u8; 64]), String> {
+    let through = rec
+        .fields
+        .get(PRUNED_THROUGH_SEQ)
+        .and_then(serde_json::Value::as_u64)
+        .filter(|&t| t >= 1 && t < rec.seq)
+        .ok_or_else(|| format!("{PRUNED_EVENT} needs an integer {PRUNED_THROUGH_SEQ} from 1 to its own seq - 1"))?;
+    let hash = rec
+        .fields
+        .get(PRUNED_HASH)
+        .and_then(serde_json::Value::as_str)
+        .filter(|h| record::is_hash_hex(h.as_bytes()))
+        .ok_or_else(|| format!("{PRUNED_EVENT} needs {PRUNED_HASH} as 64 lowercase hex digits"))?;
+    Ok((through, hex64(hash)))
 }
 
 /// Names a link failure at `rec` (line `li` of file `fi`), which should have been `prev_seq + 1`.
 fn classify(
     paths: &[PathBuf],
     (fi, li, data): (usize, usize, &[u8]),
-    rec: &crate::read::Record,
+    rec: &Record,
     prev_seq: u64,
-    (pfi, _pli): (usize, usize),
+    pfi: usize,
 ) -> (Problem, String) {
     let expected = prev_seq + 1;
     if fi != pfi {
@@ -286,7 +553,16 @@ mod tests {
         let v = verify_files(&[], None).expect("nothing to check");
         assert_eq!(
             v,
-            Verified { files: 0, records: 0, first_seq: None, last_seq: None, last_hash: None, keyed: false }
+            Verified {
+                files: 0,
+                records: 0,
+                first_seq: None,
+                last_seq: None,
+                last_hash: None,
+                keyed: false,
+                pruned_through: None,
+                checkpoint: None
+            }
         );
     }
 }

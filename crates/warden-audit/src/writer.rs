@@ -1,4 +1,13 @@
-//! Appending records: locking, tail recovery, rotation, fsync.
+//! Appending records: locking, tail recovery, rotation and pruning, fsync.
+//!
+//! Rotation deletes files (`keep`), and says so in the chain before anything is deleted: a
+//! `log.pruned` record names the last record deleted (its seq and hash) and the newest file
+//! deleted. With `keep >= 1` it is appended to the live file just before that file is rotated, so
+//! it survives in the newest rotated file; with `keep = 0` the rotated file itself is what is
+//! deleted, and the record is the second one of the new file (after `log.rotated`), which replaces
+//! the old file in one `rename`. Either way, a writer killed at any point of a rotation leaves a
+//! log whose head still verifies (the one exception, a leftover hard link `path.1` of the live file,
+//! is cleaned up by the next rotation).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -9,7 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Map, Value};
 
 use crate::read::{numbered, parse_line};
-use crate::record::{self, Chain, Header, MAX_RECORD_BYTES, RESERVED, ZERO_HASH};
+use crate::record::{
+    self, Chain, Header, LOG_EVENT_PREFIX, MAX_RECORD_BYTES, PRUNED_EVENT, PRUNED_FILE, PRUNED_HASH,
+    PRUNED_THROUGH_SEQ, RESERVED, ZERO_HASH,
+};
 use crate::redact::{redact_str, redact_value, unique_key};
 use crate::{time, AuditConfig, AuditError, Fsync};
 
@@ -111,6 +123,45 @@ fn last_segment(file: &File, end: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
     }
 }
 
+/// The `seq` and `hash` of the last record of `file` (at `path`, for messages), whose byte
+/// `len - 1` is its last `\n`.
+fn last_record_in(file: &File, len: u64, path: &Path) -> Result<(u64, [u8; 64]), AuditError> {
+    let corrupt = |detail: String| AuditError::CorruptTail { path: path.to_owned(), detail };
+    let (_, line) = last_segment(file, len - 1)
+        .map_err(|source| AuditError::Read { path: path.to_owned(), source })?
+        .ok_or_else(|| corrupt("the last line is longer than the record limit".to_owned()))?;
+    let rec = parse_line(&line).map_err(corrupt)?;
+    let mut hash = [0u8; 64];
+    hash.copy_from_slice(rec.hash.as_bytes());
+    Ok((rec.seq, hash))
+}
+
+/// The `seq` and `hash` of the last record of the (closed) file at `path`; `None` when it is empty.
+fn last_record(path: &Path) -> Result<Option<(u64, [u8; 64])>, AuditError> {
+    let read_err = |source| AuditError::Read { path: path.to_owned(), source };
+    let f = File::open(path).map_err(read_err)?;
+    let len = f.metadata().map_err(read_err)?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut end = [0u8; 1];
+    f.read_exact_at(&mut end, len - 1).map_err(read_err)?;
+    if end[0] != b'\n' {
+        let detail = "the last line is cut off (no newline)".to_owned();
+        return Err(AuditError::CorruptTail { path: path.to_owned(), detail });
+    }
+    last_record_in(&f, len, path).map(Some)
+}
+
+/// The fields of a `log.pruned` record.
+fn pruned_fields(file: &str, through: u64, hash: &[u8; 64]) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert(PRUNED_FILE.to_owned(), Value::from(file));
+    fields.insert(PRUNED_HASH.to_owned(), Value::from(String::from_utf8_lossy(hash).into_owned()));
+    fields.insert(PRUNED_THROUGH_SEQ.to_owned(), Value::from(through));
+    fields
+}
+
 /// Redacts the fields, renames reserved names to `field_NAME`, and refuses floats.
 fn prepare_fields(fields: Map<String, Value>) -> Result<Map<String, Value>, AuditError> {
     fn integers_only(v: &Value) -> bool {
@@ -197,11 +248,14 @@ impl AuditLog {
 
     /// Appends one record and returns its `seq`. Every string in `event` and `fields` (names and
     /// values, nested) is redacted first; fields named like a header key get a `field_` prefix.
-    /// Fails, writing nothing, when a field holds a non-integer number or the record exceeds
-    /// [`crate::MAX_RECORD_BYTES`].
+    /// Fails, writing nothing, when the event is one of the log's own (`log.*`), a field holds a
+    /// non-integer number or the record exceeds [`crate::MAX_RECORD_BYTES`].
     pub fn append(&mut self, event: &str, fields: Map<String, Value>) -> Result<u64, AuditError> {
-        let fields = prepare_fields(fields)?;
         let event = redact_str(event);
+        if event.starts_with(LOG_EVENT_PREFIX) {
+            return Err(AuditError::ReservedEvent { event: event.into_owned() });
+        }
+        let fields = prepare_fields(fields)?;
         let mut rotated = false;
         loop {
             let meta = self.lock_current()?;
@@ -292,33 +346,16 @@ impl AuditLog {
 
     /// The tail of a file that ends with `\n` at `len - 1`.
     fn tail_from_complete(&self, dev: u64, ino: u64, len: u64) -> Result<Tail, AuditError> {
-        let corrupt = |detail: String| AuditError::CorruptTail { path: self.path.clone(), detail };
-        let (_, line) = last_segment(&self.file, len - 1)
-            .map_err(|source| AuditError::Read { path: self.path.clone(), source })?
-            .ok_or_else(|| corrupt("the last line is longer than the record limit".to_owned()))?;
-        let rec = parse_line(&line).map_err(corrupt)?;
-        let mut hash = [0u8; 64];
-        hash.copy_from_slice(rec.hash.as_bytes());
-        Ok(Tail { dev, ino, len, seq: rec.seq, hash })
+        let (seq, hash) = last_record_in(&self.file, len, &self.path)?;
+        Ok(Tail { dev, ino, len, seq, hash })
     }
 
     /// An empty live file continues the chain of `path.1` if there is one (a rotation by an
     /// external tool), else the chain this writer last saw, else starts a new chain.
     fn continue_empty(&self, dev: u64, ino: u64) -> Result<Tail, AuditError> {
         let newest_rotated = numbered(&self.path).into_iter().next().filter(|(n, _)| *n == 1).map(|(_, p)| p);
-        if let Some(p) = newest_rotated {
-            let f = File::open(&p).map_err(|source| AuditError::Read { path: p.clone(), source })?;
-            let len = f.metadata().map_err(|source| AuditError::Read { path: p.clone(), source })?.len();
-            if len > 0 {
-                let (_, line) = last_segment(&f, len - 1)
-                    .map_err(|source| AuditError::Read { path: p.clone(), source })?
-                    .unwrap_or_default();
-                let rec = parse_line(&line)
-                    .map_err(|detail| AuditError::CorruptTail { path: p.clone(), detail: detail.clone() })?;
-                let mut hash = [0u8; 64];
-                hash.copy_from_slice(rec.hash.as_bytes());
-                return Ok(Tail { dev, ino, len: 0, seq: rec.seq, hash });
-            }
+        if let Some((seq, hash)) = newest_rotated.map(|p| last_record(&p)).transpose()?.flatten() {
+            return Ok(Tail { dev, ino, len: 0, seq, hash });
         }
         Ok(match self.tail {
             Some(t) => Tail { dev, ino, len: 0, ..t },
@@ -398,37 +435,38 @@ impl AuditLog {
         }
     }
 
-    /// Rotation, under the lock of the live file. The new file is prepared under a temporary name
-    /// with its first record (`log.rotated`) and then renamed over `path`, so `path` always exists
-    /// and is never empty: the old file is first hard-linked to `path.1`.
+    /// Rotation, under the lock of the live file. Files past `keep` are deleted only after a
+    /// `log.pruned` record naming what they end with is in the chain (see the module docs). The new
+    /// file is prepared under a temporary name with its first record (`log.rotated`) and then
+    /// renamed over `path`, so `path` always exists and is never empty: the old file is first
+    /// hard-linked to `path.1`.
     fn rotate(&mut self, tail: Tail) -> Result<(), AuditError> {
-        let rot = |op: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| AuditError::Rotate { op, path, source }
-        };
         let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let base = self.path.clone();
-        let numbered_path = |n: u32| base.with_file_name(format!("{name}.{n}"));
         let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+        // 1. What goes: path.N for N >= keep, and a path.1 that is a leftover second name of the
+        //    live file (a rotation died between its link and its rename; deleting it drops nothing).
+        let mut doomed = Vec::new();
+        let mut boundary = None;
+        for (n, p) in numbered(&self.path) {
+            let stale_link = n == 1 && fs::metadata(&p).is_ok_and(|m| m.dev() == tail.dev && m.ino() == tail.ino);
+            if n >= self.keep && !stale_link && self.keep > 0 && boundary.is_none() {
+                // The newest file deleted that holds records ends where the retained chain begins.
+                boundary = last_record(&p)?.map(|(seq, hash)| (format!("{name}.{n}"), seq, hash));
+            }
+            if n >= self.keep || stale_link {
+                doomed.push(p);
+            }
+        }
+        let mut tail = tail;
+        if let Some((file, through, hash)) = boundary {
+            tail = self.write_record(tail, PRUNED_EVENT, &pruned_fields(&file, through, &hash))?;
+            self.tail = Some(tail);
+        }
         if self.fsync != Fsync::Never {
             self.file.sync_data().map_err(|source| AuditError::Sync { path: self.path.clone(), source })?;
             self.pending = false;
         }
-        // 1. Drop what would exceed `keep`, shift the rest up by one.
-        for (n, p) in numbered(&self.path) {
-            let stale_link = n == 1 && fs::metadata(&p).is_ok_and(|m| m.dev() == tail.dev && m.ino() == tail.ino);
-            if n >= self.keep || stale_link {
-                fs::remove_file(&p).or_else(ignore_not_found).map_err(rot("remove", &p))?;
-            }
-        }
-        for n in (1..self.keep).rev() {
-            let from = numbered_path(n);
-            if from.exists() {
-                let to = numbered_path(n + 1);
-                fs::rename(&from, &to).map_err(rot("rename", &from))?;
-            }
-        }
-        // 2. The new file, with its first record, under a temporary name.
+        // 2. The new file, with its first record(s), under a temporary name.
         let tmp = self.path.with_file_name(format!(".{name}.rotate-{}", self.session));
         fs::remove_file(&tmp).or_else(ignore_not_found).map_err(rot("remove", &tmp))?;
         let new = OpenOptions::new()
@@ -447,33 +485,66 @@ impl AuditLog {
         let old = std::mem::replace(&mut self.file, new);
         let old_id = std::mem::replace(&mut self.file_id, (new_meta.dev(), new_meta.ino()));
         let start = Tail { dev: new_meta.dev(), ino: new_meta.ino(), len: 0, seq: tail.seq, hash: tail.hash };
-        let written = self.write_record(start, "log.rotated", &fields);
-        let new_tail = match written {
-            Ok(t) => t,
+        let mut written = self.write_record(start, "log.rotated", &fields);
+        if self.keep == 0 {
+            // The old file goes as a whole: everything up to its last record.
+            let pruned = pruned_fields(&name, tail.seq, &tail.hash);
+            written = written.and_then(|t| self.write_record(t, PRUNED_EVENT, &pruned));
+        }
+        // 3. Delete, shift the rest up by one, keep the old file as path.1, then atomically put
+        //    the new one in place.
+        let swapped = written.and_then(|t| self.swap_in(&tmp, &name, &doomed).map(|()| t));
+        match swapped {
+            Ok(new_tail) => {
+                if self.fsync != Fsync::Never {
+                    sync_dir(&dir)?;
+                }
+                // Closing the old descriptor releases its lock; others find the new file by inode.
+                drop(old);
+                self.tail = Some(new_tail);
+                Ok(())
+            }
             Err(e) => {
                 self.file = old;
                 self.file_id = old_id;
                 let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        // 3. Keep the old file as path.1, then atomically put the new one in place.
-        if self.keep > 0 {
-            let first = numbered_path(1);
-            if fs::hard_link(&self.path, &first).is_err() {
-                // No hard links here: a brief window in which `path` does not exist.
-                fs::rename(&self.path, &first).map_err(rot("rename", &self.path))?;
+                Err(e)
             }
         }
-        fs::rename(&tmp, &self.path).map_err(rot("rename", &tmp))?;
-        if self.fsync != Fsync::Never {
-            sync_dir(&dir)?;
-        }
-        // Closing the old descriptor releases its lock; others find the new file by inode.
-        drop(old);
-        self.tail = Some(new_tail);
-        Ok(())
     }
+
+    /// Step 3 of [`AuditLog::rotate`]: deletes `doomed`, shifts `path.N` to `path.N+1` below
+    /// `keep`, links the live file to `path.1` and renames `tmp` over it. With `keep = 0` only the
+    /// rename, and the deletions after it: the new file's `log.pruned` covers them.
+    fn swap_in(&self, tmp: &Path, name: &str, doomed: &[PathBuf]) -> Result<(), AuditError> {
+        let remove_doomed =
+            || doomed.iter().try_for_each(|p| fs::remove_file(p).or_else(ignore_not_found).map_err(rot("remove", p)));
+        if self.keep == 0 {
+            fs::rename(tmp, &self.path).map_err(rot("rename", tmp))?;
+            return remove_doomed();
+        }
+        let numbered_path = |n: u32| self.path.with_file_name(format!("{name}.{n}"));
+        remove_doomed()?;
+        for n in (1..self.keep).rev() {
+            let from = numbered_path(n);
+            if from.exists() {
+                let to = numbered_path(n + 1);
+                fs::rename(&from, &to).map_err(rot("rename", &from))?;
+            }
+        }
+        let first = numbered_path(1);
+        if fs::hard_link(&self.path, &first).is_err() {
+            // No hard links here: a brief window in which `path` does not exist.
+            fs::rename(&self.path, &first).map_err(rot("rename", &self.path))?;
+        }
+        fs::rename(tmp, &self.path).map_err(rot("rename", tmp))
+    }
+}
+
+/// The error of rotation step `op` on `path`.
+fn rot(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
+    let path = path.to_owned();
+    move |source| AuditError::Rotate { op, path, source }
 }
 
 fn ignore_not_found(e: io::Error) -> io::Result<()> {
@@ -506,6 +577,24 @@ mod tests {
 
     fn cfg(path: &Path) -> AuditConfig {
         AuditConfig { fsync: Fsync::Never, ..AuditConfig::new(path) }
+    }
+
+    /// Appends until the live file holds at least `max` bytes: the next append rotates.
+    fn fill(log: &mut AuditLog, max: u64) {
+        while fs::metadata(log.path()).map_or(0, |m| m.len()) < max {
+            log.append("tick", Map::new()).expect("append");
+        }
+    }
+
+    /// Opens the log with `max_bytes = 600` and `keep`, fills it and rotates `rotations` times.
+    fn rotate_n(path: &Path, keep: u32, rotations: usize) -> AuditLog {
+        let mut log = AuditLog::open(AuditConfig { max_bytes: Some(600), keep, ..cfg(path) }).expect("open");
+        for _ in 0..rotations {
+            fill(&mut log, 600);
+            log.append("tick", Map::new()).expect("append");
+        }
+        fill(&mut log, 600);
+        log
     }
 
     #[test]
@@ -651,17 +740,119 @@ mod tests {
         let v = verify_files(&files, None).expect("chain verifies across the kept files");
         assert_eq!(v.last_seq, Some(last));
         assert!(v.first_seq > Some(1), "the oldest file was dropped: {v:?}");
+        assert_eq!(v.pruned_through.map(|p| p + 1), v.first_seq, "{v:?}");
         let newest = read_file(&path).expect("read");
         assert_eq!(newest[0].event, "log.rotated");
         assert_eq!(newest[0].fields.get("previous_file"), Some(&Value::from("audit.jsonl.1")));
-        let prev_last = read_file(&files[1]).expect("read");
-        let prev_last = prev_last.last().expect("records");
+        let prev_file = read_file(&files[1]).expect("read");
+        let prev_last = prev_file.last().expect("records");
         assert_eq!(newest[0].fields.get("previous_seq"), Some(&Value::from(prev_last.seq)));
         assert_eq!(newest[0].prev, prev_last.hash);
+        // The file rotated last ends with what that rotation deleted: the end of the file that
+        // preceded the oldest one kept.
+        assert_eq!(prev_last.event, "log.pruned");
+        let oldest = read_file(&files[0]).expect("read");
+        assert_eq!(prev_last.fields.get("pruned_file"), Some(&Value::from("audit.jsonl.2")));
+        assert_eq!(prev_last.fields.get("pruned_through_seq"), Some(&Value::from(oldest[0].seq - 1)));
+        assert_eq!(prev_last.fields.get("pruned_hash"), Some(&Value::from(oldest[0].prev.as_str())));
         assert_eq!(fs::metadata(&files[0]).map(|m| m.permissions().mode() & 0o777).ok(), Some(0o600));
         for f in &files {
-            assert!(fs::metadata(f).expect("meta").len() < 1000 + 200, "{} too big", f.display());
+            // One record past max_bytes, and the log.pruned record written just before rotation.
+            let pruned = read_file(f)
+                .expect("read")
+                .iter()
+                .filter(|r| r.event == "log.pruned")
+                .map(|r| r.raw.len() + 1)
+                .sum::<usize>();
+            let len = fs::metadata(f).expect("meta").len() as usize;
+            assert!(len < 1000 + 200 + pruned, "{} too big: {len}", f.display());
         }
+    }
+
+    #[test]
+    fn keep_zero_prunes_the_rotated_file_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        // A rotated file from an earlier configuration goes too.
+        drop(rotate_n(&path, 1, 1));
+        assert_eq!(log_files(&path).len(), 2);
+        let mut log = AuditLog::open(AuditConfig { max_bytes: Some(600), keep: 0, ..cfg(&path) }).expect("open");
+        let last_before = read_file(&path).expect("read").last().expect("records").clone();
+        log.append("tick", Map::new()).expect("append");
+        drop(log);
+        assert_eq!(log_files(&path), std::slice::from_ref(&path), "keep = 0 keeps no rotated file");
+        let recs = read_file(&path).expect("read");
+        let events: Vec<&str> = recs.iter().map(|r| r.event.as_str()).collect();
+        assert_eq!(events, ["log.rotated", "log.pruned", "tick"]);
+        assert_eq!(recs[0].fields.get("previous_file"), None);
+        let p = &recs[1].fields;
+        assert_eq!(p.get("pruned_file"), Some(&Value::from("audit.jsonl")));
+        assert_eq!(p.get("pruned_through_seq"), Some(&Value::from(last_before.seq)));
+        assert_eq!(p.get("pruned_hash"), Some(&Value::from(last_before.hash.as_str())));
+        let v = verify_files(&log_files(&path), None).expect("a pruned head verifies");
+        assert_eq!((v.first_seq, v.pruned_through), (Some(last_before.seq + 1), Some(last_before.seq)));
+    }
+
+    #[test]
+    fn lowering_keep_prunes_through_the_newest_deleted_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        drop(rotate_n(&path, 4, 4));
+        assert_eq!(log_files(&path).len(), 5, "{:?}", log_files(&path));
+        verify_files(&log_files(&path), None).expect("nothing pruned yet");
+        // keep = 1 deletes .4 to .1; the newest of them, .1, ends where the kept chain begins.
+        let newest_deleted = read_file(&path.with_file_name("audit.jsonl.1")).expect("read");
+        let mut log = AuditLog::open(AuditConfig { max_bytes: Some(600), keep: 1, ..cfg(&path) }).expect("open");
+        log.append("tick", Map::new()).expect("append");
+        drop(log);
+        assert_eq!(log_files(&path).len(), 2);
+        let rotated = read_file(&path.with_file_name("audit.jsonl.1")).expect("read");
+        let pruned = rotated.last().expect("records");
+        assert_eq!(pruned.event, "log.pruned");
+        assert_eq!(pruned.fields.get("pruned_file"), Some(&Value::from("audit.jsonl.1")));
+        let through = newest_deleted.last().expect("records");
+        assert_eq!(pruned.fields.get("pruned_through_seq"), Some(&Value::from(through.seq)));
+        assert_eq!(pruned.fields.get("pruned_hash"), Some(&Value::from(through.hash.as_str())));
+        let v = verify_files(&log_files(&path), None).expect("verifies");
+        assert_eq!(v.pruned_through, Some(through.seq));
+    }
+
+    #[test]
+    fn a_damaged_file_to_prune_stops_rotation_before_anything_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut log = rotate_n(&path, 1, 1);
+        let rotated = path.with_file_name("audit.jsonl.1");
+        let mut data = fs::read(&rotated).expect("read");
+        data.extend_from_slice(b"{\"v\":1,\"not\":\"a record\"}\n");
+        fs::write(&rotated, &data).expect("write");
+        let live = fs::read(&path).expect("read");
+        for _ in 0..3 {
+            match log.append("tick", Map::new()) {
+                Err(AuditError::CorruptTail { path: p, .. }) => assert_eq!(p, rotated),
+                other => panic!("rotation went ahead: {other:?}"),
+            }
+        }
+        assert_eq!(fs::read(&rotated).expect("read"), data, "the damaged file is kept as evidence");
+        assert_eq!(fs::read(&path).expect("read"), live, "nothing was appended");
+    }
+
+    #[test]
+    fn log_events_are_reserved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(cfg(&path)).expect("open");
+        for event in ["log.pruned", "log.rotated", "log.recovered", "log.anything"] {
+            let fields = map(serde_json::json!({"pruned_through_seq": 1, "pruned_hash": "0".repeat(64)}));
+            let err = log.append(event, fields).err().map(|e| e.to_string());
+            assert_eq!(
+                err,
+                Some(format!("audit event {event:?} is reserved: log.* records are written by the audit log itself"))
+            );
+        }
+        assert_eq!(log.append("logger.start", Map::new()).expect("not reserved"), 1);
+        drop(log);
+        assert_eq!(read_file(&path).expect("read").len(), 1);
     }
 
     #[test]

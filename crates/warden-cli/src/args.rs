@@ -54,7 +54,7 @@ pub enum Command {
     ///       --upstream-url https://api.anthropic.com/v1/messages --route POST:/v1/messages < key.txt
     #[command(verbatim_doc_comment)]
     Credproxy(CredproxyArgs),
-    /// Verify, show or follow the tamper-evident audit log.
+    /// Verify, checkpoint, show or follow the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// The child side of warden-session's spawn path (not for people): runs the session a parent
@@ -77,13 +77,52 @@ pub struct SessionArgs {
 /// `warden audit ...`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; exit 0 when intact, 1 naming the first bad record and why.
+    /// Check the hash chain and both of its ends: exit 0 when intact, else 1
     ///
-    /// With no FILE, checks the configured log and its rotated files, oldest first.
+    /// With no FILE, checks the configured log and its rotated files, oldest first. Exit 1 names
+    /// the first bad record and why; 125 means the log, the key or the checkpoint could not be read.
+    ///
+    /// Head: the log must start at seq 1, or where rotation's log.pruned record says the files it
+    /// deleted ended; anything else is "head missing" (the oldest records were deleted, or not all
+    /// files were given).
+    ///
+    /// Tail: records cut off the end leave a shorter chain that is still intact. Only a checkpoint
+    /// taken earlier (warden audit head) and kept off this machine shows that:
+    ///
+    ///   warden audit head > /mnt/elsewhere/audit.checkpoint     # now and then
+    ///   warden audit verify --checkpoint /mnt/elsewhere/audit.checkpoint
+    #[command(verbatim_doc_comment)]
     Verify {
         /// Log files in chain order (oldest first)
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Also fail (exit 1) unless the log still holds this checkpoint's record unchanged: when
+        /// the log ends before its seq (records were cut off), holds another record there, or the
+        /// checkpoint's mac does not fit the key (forged). A checkpoint whose record rotation has
+        /// since pruned cannot be checked and fails too: take checkpoints more often
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        log: AuditLogArgs,
+    },
+    /// Print a checkpoint of the newest record, to keep where this machine cannot rewrite it
+    ///
+    /// Verifies the log first (exit 1 when it does not verify, 125 when it is missing or empty),
+    /// then prints one JSON line:
+    ///
+    ///   {"seq":N,"hash":"<64 hex>","mac":"<64 hex>"}   keyed log: HMAC-SHA256 under its key
+    ///   {"seq":N,"hash":"<64 hex>","mac":null}         unkeyed log
+    ///
+    /// Without the key nobody can make a checkpoint that verifies against a keyed log. Later,
+    /// `warden audit verify --checkpoint FILE` proves the log still reaches that record unchanged.
+    ///
+    /// Example:
+    ///   warden audit head | ssh loghost 'cat > warden-audit.checkpoint'
+    #[command(verbatim_doc_comment)]
+    Head {
+        /// The log; its rotated files FILE.N are read too [default: as --audit-log]
+        #[arg(value_name = "FILE", conflicts_with = "audit_log")]
+        file: Option<PathBuf>,
         #[command(flatten)]
         log: AuditLogArgs,
     },

@@ -1,11 +1,18 @@
-//! `warden audit verify|show|tail`.
+//! `warden audit verify|head|show|tail`.
+//!
+//! Exit codes: 0 intact; 1 the log (or the checkpoint) does not verify; 125 warden could not do
+//! the job (no log, an unreadable key or checkpoint file, a malformed checkpoint, an empty log for
+//! `head`). `head` prints only the checkpoint on stdout, every failure on stderr, so that
+//! `warden audit head > FILE` never stores a failure as a checkpoint.
 
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use warden_audit::checkpoint::Checkpoint;
 use warden_audit::read::Record;
+use warden_audit::verify::Verified;
 use warden_audit::AuditKey;
 use warden_policy::{HostContext, WardenConfig};
 
@@ -14,7 +21,8 @@ use crate::ui::fail;
 
 pub fn audit(cmd: AuditCommand) -> i32 {
     match cmd {
-        AuditCommand::Verify { files, log } => verify(files, &log),
+        AuditCommand::Verify { files, checkpoint, log } => verify(files, checkpoint.as_deref(), &log),
+        AuditCommand::Head { file, log } => head(file, &log),
         AuditCommand::Show { since, event, session, json, log } => {
             show(since, event.as_deref(), session.as_deref(), json, &log)
         }
@@ -53,38 +61,74 @@ fn load_key(path: Option<&Path>) -> Result<Option<AuditKey>, String> {
     path.map(|p| AuditKey::from_file(p).map_err(|e| e.to_string())).transpose()
 }
 
-fn verify(files: Vec<PathBuf>, args: &AuditLogArgs) -> i32 {
-    let (path, key_path) = match locate(args) {
+/// The files of the chain to check (`files`, else the located log and its rotated files) and the
+/// key.
+fn chain(files: Vec<PathBuf>, args: &AuditLogArgs) -> Result<(Vec<PathBuf>, Option<AuditKey>), String> {
+    let (path, key_path) = locate(args)?;
+    let files = if files.is_empty() { warden_audit::read::log_files(&path) } else { files };
+    if files.is_empty() {
+        return Err(format!("no audit log at {}", path.display()));
+    }
+    Ok((files, load_key(key_path.as_deref())?))
+}
+
+fn verify(files: Vec<PathBuf>, checkpoint: Option<&Path>, args: &AuditLogArgs) -> i32 {
+    let (files, key) = match chain(files, args) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    let files = if files.is_empty() { warden_audit::read::log_files(&path) } else { files };
-    if files.is_empty() {
-        return fail(format!("no audit log at {}", path.display()));
-    }
-    let key = match load_key(key_path.as_deref()) {
-        Ok(k) => k,
-        Err(e) => return fail(e),
+    let result = match checkpoint {
+        None => warden_audit::verify::verify_files(&files, key.as_ref()),
+        Some(origin) => match Checkpoint::read(origin) {
+            Ok(cp) => warden_audit::verify::verify_with_checkpoint(&files, key.as_ref(), &cp, origin),
+            Err(e) => return fail(e),
+        },
     };
-    match warden_audit::verify::verify_files(&files, key.as_ref()) {
+    match result {
         Ok(v) => {
-            let range = match (v.first_seq, v.last_seq) {
-                (Some(a), Some(b)) => format!(", seq {a}..{b}"),
-                _ => String::new(),
-            };
-            println!(
-                "ok: {} records in {} file(s){range}, chain intact{}",
-                v.records,
-                v.files,
-                if v.keyed { " (HMAC-SHA256)" } else { "" }
-            );
+            println!("{}", ok_line(&v));
             0
         }
         Err(f) => {
-            let seq = f.seq.map(|s| format!("seq {s}: ")).unwrap_or_default();
-            println!("FAILED: {}:{}: {seq}{}: {}", f.file.display(), f.line, f.problem, f.detail);
+            println!("FAILED: {f}");
             1
         }
+    }
+}
+
+/// `ok: 9 records in 2 file(s), seq 5..13 (1..4 pruned by rotation), chain intact (HMAC-SHA256),
+/// checkpoint seq 12 matches`.
+fn ok_line(v: &Verified) -> String {
+    let range = match (v.first_seq, v.last_seq) {
+        (Some(a), Some(b)) => format!(", seq {a}..{b}"),
+        _ => String::new(),
+    };
+    let pruned = v.pruned_through.map(|p| format!(" (1..{p} pruned by rotation)")).unwrap_or_default();
+    let keyed = if v.keyed { " (HMAC-SHA256)" } else { "" };
+    let cp = v.checkpoint.map(|s| format!(", checkpoint seq {s} matches")).unwrap_or_default();
+    format!("ok: {} records in {} file(s){range}{pruned}, chain intact{keyed}{cp}", v.records, v.files)
+}
+
+fn head(file: Option<PathBuf>, args: &AuditLogArgs) -> i32 {
+    // FILE names the log as --audit-log would: its rotated files belong to the chain.
+    let args = AuditLogArgs { audit_log: file.or_else(|| args.audit_log.clone()), ..args.clone() };
+    let (files, key) = match chain(Vec::new(), &args) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    match warden_audit::verify::verify_files(&files, key.as_ref()) {
+        Err(f) => {
+            eprintln!("warden: error: the audit log does not verify, so it gets no checkpoint: FAILED: {f}");
+            1
+        }
+        Ok(Verified { last_seq: Some(seq), last_hash: Some(hash), .. }) => {
+            println!("{}", Checkpoint::new(seq, &hash, key.as_ref()).to_json());
+            0
+        }
+        Ok(_) => fail(format!(
+            "the audit log {} holds no records: nothing to checkpoint",
+            files.last().map(|p| p.display().to_string()).unwrap_or_default()
+        )),
     }
 }
 

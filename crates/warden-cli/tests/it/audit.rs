@@ -1,7 +1,10 @@
-//! `warden run` leaves a verifiable record; `warden audit verify/show/tail` read it; the
-//! sandbox can neither read nor alter it.
+//! `warden run` leaves a verifiable record; `warden audit verify/head/show/tail` read it; the
+//! sandbox can neither read nor alter it; both ends of the chain are checked (a deleted head, and
+//! against a checkpoint, a cut or replaced tail).
 
 use std::path::{Path, PathBuf};
+
+use warden_audit::{AuditConfig, AuditKey, AuditLog, Fsync};
 
 use crate::Scratch;
 
@@ -205,4 +208,144 @@ fn tail_follow_prints_new_records() {
     assert!(seen.iter().any(|l| l.contains("run.start")), "{seen:?}");
     assert!(seen.iter().any(|l| l.contains("\"exit_code\":5")), "{seen:?}");
     assert!(!seen.iter().any(|l| l.contains("\"seq\":1,")), "-n 0 prints no old record: {seen:?}");
+}
+
+/// Appends `n` records to the log at `log` directly (no sandbox run needed), rotating past
+/// `max_bytes` and keeping `keep` rotated files.
+fn append_records(log: &Path, n: u64, key: Option<&Path>, max_bytes: Option<u64>, keep: u32) {
+    let key = key.map(|k| AuditKey::from_file(k).expect("key"));
+    let cfg = AuditConfig { fsync: Fsync::Never, max_bytes, keep, key, ..AuditConfig::new(log) };
+    let mut w = AuditLog::open(cfg).expect("open log");
+    for i in 0..n {
+        let fields = serde_json::json!({ "i": i, "pad": "p".repeat(100) });
+        let serde_json::Value::Object(fields) = fields else { unreachable!("an object literal") };
+        w.append("test.event", fields).expect("append");
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// `warden audit head` for `log`; its stdout must be one checkpoint line, returned as printed and
+/// parsed.
+fn head_of(log: &Path, extra: &[&str]) -> (String, serde_json::Map<String, serde_json::Value>) {
+    let out = audit(log, &[&["head"], extra].concat());
+    out.success();
+    assert_eq!(out.stdout.lines().count(), 1, "one line: {}", out.stdout);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    let serde_json::Value::Object(map) = v else { panic!("not an object: {}", out.stdout) };
+    let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["hash", "mac", "seq"], "{}", out.stdout);
+    assert!(out.stdout.starts_with("{\"seq\":"), "seq first: {}", out.stdout);
+    (out.stdout.trim().to_owned(), map)
+}
+
+#[test]
+fn head_prints_a_checkpoint_that_verify_accepts() {
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    append_records(&log, 5, None, None, 5);
+    let (line, cp) = head_of(&log, &[]);
+    let last: serde_json::Value = events(&log).pop().expect("records");
+    assert_eq!((cp["seq"].as_u64(), &cp["hash"], &cp["mac"]), (Some(5), &last["hash"], &serde_json::Value::Null));
+    // FILE names the log as --audit-log does.
+    let positional = crate::warden().args(["audit", "head"]).args([&log]).run();
+    positional.success();
+    assert_eq!(positional.stdout.trim(), line);
+    let cp_file = s.file("cp.json", &format!("{line}\n"));
+    audit(&log, &["verify", "--checkpoint", path_str(&cp_file)])
+        .success()
+        .stdout_has("ok: 5 records in 1 file(s), seq 1..5, chain intact, checkpoint seq 5 matches");
+    // Keyed: the mac is the documented HMAC; without the key, head refuses.
+    let keyed = s.root.join("keyed/audit.jsonl");
+    let key = s.file("key", "0123456789abcdef0123456789abcdef\n");
+    append_records(&keyed, 3, Some(&key), None, 5);
+    let (_, cp) = head_of(&keyed, &["--audit-key-file", path_str(&key)]);
+    let want = warden_audit::checkpoint::Checkpoint::new(
+        3,
+        cp["hash"].as_str().unwrap_or_default(),
+        Some(&AuditKey::from_file(&key).expect("key")),
+    );
+    assert_eq!(cp["mac"].as_str(), want.mac.as_deref());
+    assert_eq!(cp["mac"].as_str().map(str::len), Some(64));
+    let out = audit(&keyed, &["head"]);
+    out.code(1).stderr_has("does not verify, so it gets no checkpoint").stderr_has("bad key");
+    assert!(out.stdout.is_empty(), "a failure must not look like a checkpoint: {}", out.stdout);
+}
+
+#[test]
+fn verify_checkpoint_catches_a_cut_or_replaced_tail_and_a_forged_checkpoint() {
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    let key = s.file("key", "0123456789abcdef0123456789abcdef\n");
+    let k = ["--audit-key-file", path_str(&key)];
+    append_records(&log, 6, Some(&key), None, 5);
+    let (cp_text, cp) = head_of(&log, &k);
+    let cp_file = s.file("cp.json", &cp_text);
+    let verify_cp = |file: &Path| audit(&log, &[&["verify", "--checkpoint", path_str(file)], &k[..]].concat());
+    verify_cp(&cp_file).success().stdout_has("(HMAC-SHA256), checkpoint seq 6 matches");
+    // Forged: the mac of another record, or none.
+    let forged = s.file("forged.json", &cp_text.replace("\"seq\":6", "\"seq\":5"));
+    verify_cp(&forged)
+        .code(1)
+        .stdout_has("FAILED: ")
+        .stdout_has("seq 5: bad checkpoint: the checkpoint's mac does not verify");
+    let unkeyed = s.file("nomac.json", &cp_text.replace(&format!("\"{}\"", cp["mac"].as_str().unwrap_or("-")), "null"));
+    verify_cp(&unkeyed).code(1).stdout_has("bad checkpoint: the checkpoint has no mac");
+    // Malformed: the field is named, and it is warden's failure (125), not a verdict on the log.
+    let bad = s.file("bad.json", "{\"seq\":6,\"mac\":null}");
+    verify_cp(&bad).code(125).stderr_has("field \"hash\": missing");
+    verify_cp(&s.root.join("absent.json")).code(125).stderr_has("cannot read checkpoint");
+    // The newest two records cut off: intact on its own, shorter than the checkpoint.
+    let text = std::fs::read_to_string(&log).expect("read");
+    let kept: Vec<&str> = text.lines().take(4).collect();
+    std::fs::write(&log, format!("{}\n", kept.join("\n"))).expect("truncate");
+    audit(&log, &["verify", "--audit-key-file", path_str(&key)]).success();
+    verify_cp(&cp_file)
+        .code(1)
+        .stdout_has("seq 4: shorter than checkpoint: the log ends at seq 4, before checkpoint")
+        .stdout_has("at seq 6: seq 5..6 were removed from its end");
+    // ... and replaced by new records with the same seqs.
+    append_records(&log, 3, Some(&key), None, 5);
+    verify_cp(&cp_file).code(1).stdout_has("seq 6: diverges from checkpoint");
+}
+
+#[test]
+fn a_pruned_head_verifies_and_a_deleted_one_is_head_missing() {
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    append_records(&log, 40, None, Some(1200), 1);
+    let files = warden_audit::read::log_files(&log);
+    assert_eq!(files.len(), 2, "{files:?}");
+    audit(&log, &["verify"]).success().stdout_has("pruned by rotation), chain intact");
+    // Only the live file: the record that accounts for its head is in the rotated one.
+    let only_live = crate::warden().args(["audit", "verify"]).args([&log]).run();
+    only_live.code(1).stdout_has("head missing: the log starts at seq");
+    // The first record of the oldest file deleted.
+    let text = std::fs::read_to_string(&files[0]).expect("read");
+    let first_seq = events(&files[0])[0]["seq"].as_u64().expect("seq");
+    std::fs::write(&files[0], text.split_once('\n').map(|(_, rest)| rest).unwrap_or_default()).expect("write");
+    let next = first_seq + 1;
+    audit(&log, &["verify"]).code(1).stdout_has(&format!(
+        "FAILED: {}:1: seq {next}: head missing: the log starts at seq {next} without a log.pruned record (records 1..{first_seq} were deleted",
+        files[0].display()
+    ));
+    let out = audit(&log, &["head"]);
+    out.code(1).stderr_has("head missing");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn head_refuses_a_missing_or_empty_log() {
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    audit(&log, &["head"]).code(125).stderr_has("no audit log at");
+    std::fs::create_dir_all(log.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&log, "").expect("empty log");
+    let out = audit(&log, &["head"]);
+    out.code(125).stderr_has("holds no records: nothing to checkpoint");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    // FILE and --audit-log name the same thing: not both.
+    crate::warden().args(["audit", "head"]).args([&log]).args(["--audit-log"]).args([&log]).run().code(2);
 }
