@@ -389,6 +389,10 @@ pub struct PolicyArgs {
     /// Largest file the command may write (RLIMIT_FSIZE), e.g. 100M
     #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Limits")]
     pub max_file_size: Option<u64>,
+    /// What the private /tmp, /var/tmp, /run, $TMPDIR and /dev/shm may hold together, e.g. 512M
+    /// [default: the smaller of 25% of the machine's memory and half of --memory]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = "Limits")]
+    pub tmp_size: Option<u64>,
     /// warden config file [default: $XDG_CONFIG_HOME/warden/config.toml if it exists]
     #[arg(long, value_name = "FILE", help_heading = "Config")]
     pub config: Option<PathBuf>,
@@ -455,6 +459,7 @@ impl PolicyArgs {
             cpu_seconds: self.cpu_seconds,
             max_procs: self.max_procs,
             max_file_size: self.max_file_size,
+            tmp_size: self.tmp_size,
             config: self.config.clone(),
             codex_config: self.codex_config.clone(),
             allow_degraded: self.allow_degraded,

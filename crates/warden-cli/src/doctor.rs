@@ -164,6 +164,7 @@ fn probe_offline() -> Result<Probe, String> {
         cpu_seconds: None,
         max_procs: None,
         max_file_size: None,
+        tmp_size: None,
         config: None,
         codex_config: None,
         allow_degraded: true,

@@ -234,6 +234,12 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         fmt(l.max_procs.map(|p| p.to_string())),
         fmt(l.max_file_size.map(bytes))
     ));
+    if plan.namespaces {
+        // Rounded down to whole MiB for people; the plan has the exact bytes.
+        let mib = plan.tmp_size >> 20;
+        let origin = if l.tmp_size.is_some() { "--tmp-size" } else { "default: min(25% of memory, --memory / 2)" };
+        w(format!("{:<14} /tmp, /var/tmp, /run, $TMPDIR and /dev/shm share {mib} MiB ({origin})", ""));
+    }
     for d in &prepared.degraded {
         w(format!("{:<14} {} cannot be enforced here: {}", "DEGRADED", d.layer, d.why));
     }

@@ -554,7 +554,7 @@ impl WardenConfig {
         }
 
         if let Some(limits) =
-            top.child("limits", Some(&["timeout", "memory", "cpu_seconds", "max_procs", "max_file_size"]))?
+            top.child("limits", Some(&["timeout", "memory", "cpu_seconds", "max_procs", "max_file_size", "tmp_size"]))?
         {
             cfg.limits = Limits {
                 timeout_secs: limits.limit("timeout", "timeout", false)?,
@@ -562,6 +562,7 @@ impl WardenConfig {
                 cpu_seconds: limits.limit("cpu_seconds", "cpu_seconds", false)?,
                 max_procs: limits.limit("max_procs", "max_procs", false)?,
                 max_file_size: limits.limit("max_file_size", "max_file_size", true)?,
+                tmp_size: limits.limit("tmp_size", "tmp_size", true)?,
             };
         }
         if let Some(audit) = top.child("audit", Some(&["enabled", "path", "fsync", "max_bytes", "keep", "key_file"]))? {
@@ -861,6 +862,7 @@ max_file_size = 1048576
                 cpu_seconds: Some(10),
                 max_procs: Some(100),
                 max_file_size: Some(1 << 20),
+                tmp_size: None,
             }
         );
     }

@@ -29,6 +29,9 @@ pub struct Limits {
     pub max_procs: Option<u64>,
     /// Maximum size of a written file in bytes (`RLIMIT_FSIZE`).
     pub max_file_size: Option<u64>,
+    /// Bytes the private tmpfs directories (/tmp, /var/tmp, /run, `$TMPDIR`, /dev/shm) share.
+    #[serde(default)]
+    pub tmp_size: Option<u64>,
 }
 
 /// Checks one limit against its accepted range. `field` is one of `timeout`, `memory`,
@@ -41,6 +44,7 @@ pub fn check_limit(field: &str, value: u64, origin: &str) -> Result<(), PolicyEr
         "cpu_seconds" => (1, u64::MAX, "at least 1 second"),
         "max_procs" => (1, 4_194_304, "1..=4194304"),
         "max_file_size" => (1, u64::MAX, "at least 1 byte"),
+        "tmp_size" => (1 << 20, u64::MAX, "at least 1048576 bytes (1 MiB)"),
         _ => (0, u64::MAX, "any value"),
     };
     if (min..=max).contains(&value) {

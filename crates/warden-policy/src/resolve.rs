@@ -62,6 +62,8 @@ pub struct PolicyOptions {
     pub max_procs: Option<u64>,
     /// `--max-file-size` (bytes).
     pub max_file_size: Option<u64>,
+    /// `--tmp-size` (bytes).
+    pub tmp_size: Option<u64>,
     /// `--config FILE` (warden.toml). If `None`, `$XDG_CONFIG_HOME/warden/config.toml` or
     /// `~/.config/warden/config.toml` is used if it exists.
     pub config: Option<PathBuf>,
@@ -434,6 +436,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         cpu_seconds: limit("cpu_seconds", "--cpu-seconds", opts.cpu_seconds, wl.cpu_seconds)?,
         max_procs: limit("max_procs", "--max-procs", opts.max_procs, wl.max_procs)?,
         max_file_size: limit("max_file_size", "--max-file-size", opts.max_file_size, wl.max_file_size)?,
+        tmp_size: limit("tmp_size", "--tmp-size", opts.tmp_size, wl.tmp_size)?,
     };
 
     let audit = resolve_audit(opts, host, &cwd, warden.as_ref())?;
@@ -1034,6 +1037,7 @@ mod tests {
                 cpu_seconds: None,
                 max_procs: Some(64),
                 max_file_size: None,
+                tmp_size: None,
             }
         );
         assert_eq!(p.source_of("limits.timeout"), Some("--timeout"));

@@ -503,9 +503,47 @@ struct Tree {
     dev: Option<OwnedFd>,
     /// Sources that are not directories (bound onto files).
     files: Vec<PathBuf>,
+    /// The one tmpfs instance, of `plan.tmp_size` bytes, behind every private writable directory
+    /// (/tmp, /var/tmp, /run, $TMPDIR, /dev/shm): they share one cap.
+    shared_tmp: Option<OwnedFd>,
 }
 
 impl Tree {
+    /// A fresh directory of `mode` in the shared tmpfs (made on first use), as a detached mount
+    /// ready to be moved onto `path`.
+    fn private_dir(&mut self, path: &Path, mode: u32, size: u64) -> Result<OwnedFd, SetupError> {
+        const L: &str = "mount";
+        if self.shared_tmp.is_none() {
+            let size = size.to_string();
+            let fs = sys::new_filesystem(
+                "tmpfs",
+                &[("mode", Some("755")), ("size", Some(&size))],
+                mount_attr::NOSUID | mount_attr::NODEV,
+            )
+            .map_err(|e| fail(L, format!("the private tmpfs ({size} bytes)"), e))?;
+            self.shared_tmp = Some(fs);
+        }
+        let Some(shared) = self.shared_tmp.as_ref() else { unreachable_tmp() };
+        let name = path.display().to_string().trim_start_matches('/').replace('/', "-");
+        let dir = sys::mkdir_in(shared, &name, mode)
+            .map_err(|e| fail(L, format!("creating the private directory for {}", path.display()), e))?;
+        match sys::clone_tree(&dir, false) {
+            Ok(clone) => Ok(clone),
+            // An older kernel may not clone a subtree of a detached mount: then each private
+            // directory is a tmpfs of its own, each of that size (documented in the README).
+            Err(Errno(libc::EINVAL)) => {
+                let (mode, size) = (format!("{mode:o}"), size.to_string());
+                sys::new_filesystem(
+                    "tmpfs",
+                    &[("mode", Some(&mode)), ("size", Some(&size))],
+                    mount_attr::NOSUID | mount_attr::NODEV,
+                )
+                .map_err(|e| fail(L, format!("tmpfs for {}", path.display()), e))
+            }
+            Err(e) => Err(fail(L, format!("the private directory for {}", path.display()), e)),
+        }
+    }
+
     fn target(&self, path: &Path, resolve: Resolve) -> Result<OwnedFd, Errno> {
         if path == Path::new("/") {
             return sys::open_path(Path::new("/"), true);
@@ -541,6 +579,11 @@ impl Tree {
     }
 }
 
+fn unreachable_tmp() -> ! {
+    // `private_dir` sets `shared_tmp` right before reading it.
+    sys::exit_now(SETUP_FAILED)
+}
+
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 fn build_mount_tree(plan: &LaunchPlan, control: &Control) -> Result<(), SetupError> {
@@ -548,7 +591,7 @@ fn build_mount_tree(plan: &LaunchPlan, control: &Control) -> Result<(), SetupErr
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(|e| fail(L, "making / private", e))?;
     let root = sys::open_path(Path::new("/"), true).map_err(|e| fail(L, "open /", e))?;
-    let mut tree = Tree { root, sources: Default::default(), dev: None, files: Vec::new() };
+    let mut tree = Tree { root, sources: Default::default(), dev: None, files: Vec::new(), shared_tmp: None };
     for step in &plan.mounts {
         match step {
             MountStep::Bind { path, .. } | MountStep::Protect { path, .. } => tree.clone_host(path, true),
@@ -584,17 +627,22 @@ fn apply_step(tree: &mut Tree, step: &MountStep, plan: &LaunchPlan, control: &Co
                 Err(Errno(libc::ENOENT)) | Err(Errno(libc::ELOOP)) => return Ok(()),
                 Err(e) => return Err(fail(L, format!("open {}", path.display()), e)),
             };
-            let mode = format!("{mode:o}");
-            let mut attrs = nosuid_nodev;
             if !writable {
-                attrs |= mount_attr::RDONLY;
-            }
-            let fs = sys::new_filesystem("tmpfs", &[("mode", Some(&mode))], attrs)
+                let mode = format!("{mode:o}");
+                let fs = sys::new_filesystem(
+                    "tmpfs",
+                    &[("mode", Some(&mode)), ("size", Some("4k"))],
+                    nosuid_nodev | mount_attr::RDONLY,
+                )
                 .map_err(|e| fail(L, format!("tmpfs for {}", path.display()), e))?;
-            sys::move_mount(&fs, &target).map_err(|e| fail(L, format!("mounting tmpfs on {}", path.display()), e))
+                return sys::move_mount(&fs, &target)
+                    .map_err(|e| fail(L, format!("mounting tmpfs on {}", path.display()), e));
+            }
+            let dir = tree.private_dir(path, *mode, plan.tmp_size)?;
+            sys::move_mount(&dir, &target).map_err(|e| fail(L, format!("mounting tmpfs on {}", path.display()), e))
         }
         MountStep::Proc => mount_proc(tree, plan, control),
-        MountStep::Dev => mount_dev(tree),
+        MountStep::Dev => mount_dev(tree, plan),
         MountStep::Bind { path, writable } => {
             let is_dir = !tree.files.contains(path);
             let clone = tree.take_source(path).map_err(|e| bind_error(path, e))?;
@@ -731,7 +779,7 @@ fn mount_proc(tree: &Tree, plan: &LaunchPlan, control: &Control) -> Result<(), S
     Ok(())
 }
 
-fn mount_dev(tree: &mut Tree) -> Result<(), SetupError> {
+fn mount_dev(tree: &mut Tree, plan: &LaunchPlan) -> Result<(), SetupError> {
     const L: &str = "dev";
     let dev = Path::new("/dev");
     let target = tree.target(dev, Resolve::NoSymlinks).map_err(|e| fail(L, "open /dev", e))?;
@@ -762,8 +810,10 @@ fn mount_dev(tree: &mut Tree) -> Result<(), SetupError> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(|e| fail(L, "mounting a private /dev/pts", e))?;
-    sys::mount(Some("tmpfs"), &dev.join("shm"), Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777"))
-        .map_err(|e| fail(L, "mounting /dev/shm", e))?;
+    let shm = dev.join("shm");
+    let shm_target = tree.target(&shm, Resolve::NoSymlinks).map_err(|e| fail(L, "open /dev/shm", e))?;
+    let shm_dir = tree.private_dir(&shm, 0o1777, plan.tmp_size)?;
+    sys::move_mount(&shm_dir, &shm_target).map_err(|e| fail(L, "mounting /dev/shm", e))?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

@@ -129,6 +129,10 @@ pub struct LaunchPlan {
     pub pids_cgroup_max: Option<u64>,
     /// The git repositories found in the writable roots (all protected per `policy.git`).
     pub repo_scan: ScanReport,
+    /// Bytes all private writable tmpfs directories (/tmp, /var/tmp, /run, `$TMPDIR`, /dev/shm)
+    /// share: `--tmp-size`, else the smaller of 25 % of memory and half of `--memory`.
+    #[serde(default)]
+    pub tmp_size: u64,
     /// Layers that cannot be had here (a container's masked /proc, a denied sethostname) may be
     /// skipped, each reported, instead of failing the setup (`--allow-degraded`).
     #[serde(default)]
@@ -309,6 +313,7 @@ pub fn compile(
             tty: None,
             pids_cgroup_max: None,
             repo_scan: ScanReport::default(),
+            tmp_size: 0,
             allow_degraded: policy.allow_degraded,
             uid,
             gid,
@@ -346,6 +351,7 @@ pub fn compile(
         tty: None,
         pids_cgroup_max: if uid == 0 { policy.limits.max_procs } else { None },
         repo_scan,
+        tmp_size: tmp_size(&policy.limits, crate::sys::total_memory()),
         allow_degraded: policy.allow_degraded,
         uid,
         gid,
@@ -389,6 +395,17 @@ pub fn compile_degraded(
     });
     plan.pids_cgroup_max = if uid == 0 { policy.limits.max_procs } else { None };
     Ok(plan)
+}
+
+/// The shared cap of the private tmpfs: `--tmp-size`, else the smaller of 25 % of `memory`
+/// (the machine's) and half of `--memory`; at least 1 MiB.
+pub fn tmp_size(limits: &warden_policy::Limits, memory: u64) -> u64 {
+    let by_machine = (memory / 4).max(1 << 20);
+    let default = match limits.memory_bytes {
+        Some(m) => by_machine.min(m / 2),
+        None => by_machine,
+    };
+    limits.tmp_size.unwrap_or(default).max(1 << 20)
 }
 
 fn depth(p: &Path) -> usize {

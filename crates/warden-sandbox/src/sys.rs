@@ -1220,3 +1220,29 @@ pub fn open_file_nofollow(path: &Path) -> SysResult<OwnedFd> {
     check_int(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) })
         .map(|fd| owned(fd as libc::c_long))
 }
+
+/// `mkdirat(2)` of `name` in the directory (or detached mount) `dir`, then its mode set exactly
+/// (`fchmodat`, so the umask does not apply); returns an `O_PATH` descriptor of it.
+pub fn mkdir_in(dir: &OwnedFd, name: &str, mode: u32) -> SysResult<OwnedFd> {
+    let c = CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: `c` is a NUL-terminated name that outlives the call; `dir` is a valid descriptor.
+    check_int(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) })?;
+    // SAFETY: as above; fchmodat without AT_SYMLINK_NOFOLLOW on a directory we just created.
+    check_int(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, 0) })?;
+    // SAFETY: as above.
+    check_int(unsafe {
+        libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+    })
+    .map(|fd| owned(fd as libc::c_long))
+}
+
+/// Physical memory of the machine, bytes (`sysinfo(2)`).
+pub fn total_memory() -> u64 {
+    // SAFETY: sysinfo is plain data; zeroed is a valid value that sysinfo overwrites.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out-pointer.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return 0;
+    }
+    (info.totalram as u64).saturating_mul(u64::from(info.mem_unit.max(1)))
+}

@@ -270,3 +270,32 @@ fn unknown_flag_is_usage_error_2() {
 fn invalid_profile_is_usage_error_2() {
     crate::warden().args(["run", "-p", "bogus", "--", "true"]).run().code(2).stderr_has("bogus");
 }
+
+/// Bytes `dd` reports having copied (0 when it copied nothing).
+fn copied(out: &str, tag: &str) -> u64 {
+    out.lines()
+        .find(|l| l.starts_with(tag))
+        .and_then(|l| l[tag.len()..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn private_tmpfs_directories_share_one_cap() {
+    let s = Scratch::temp();
+    // 6 MiB into /tmp, then 6 MiB into /dev/shm, /run and $TMPDIR: together at most the 8 MiB cap.
+    let script = "for d in /tmp /dev/shm /run /var/tmp; do \
+                  n=$(dd if=/dev/zero of=$d/fill bs=1M count=6 2>&1 | grep -o '^[0-9]* bytes' | grep -o '^[0-9]*'); \
+                  echo \"$d ${n:-0}\"; done; df -k /tmp | tail -n 1";
+    let out = s.sh_with("offline", &["--tmp-size", "8M"], script);
+    out.success();
+    let total: u64 = ["/tmp ", "/dev/shm ", "/run ", "/var/tmp "].iter().map(|t| copied(&out.stdout, t)).sum();
+    assert!(copied(&out.stdout, "/tmp ") == 6 << 20, "the first 6 MiB fit: {}", out.stdout);
+    assert!(total <= 8 << 20, "together they held {total} bytes, over the 8 MiB cap: {}", out.stdout);
+    assert!(out.stdout.contains(" 8192 "), "df shows the 8 MiB cap: {}", out.stdout);
+    // By default: half of --memory, when that is less than a quarter of the machine's memory.
+    let out = s.sh_with("offline", &["--memory", "64M"], "df -k /dev/shm | tail -n 1");
+    out.success().stdout_has(" 32768 ");
+    // Bounds are checked, naming the flag and the accepted range.
+    s.sh_with("offline", &["--tmp-size", "4096"], "true").code(125).stderr_has("--tmp-size").stderr_has("1 MiB");
+}
