@@ -18,7 +18,7 @@ pub fn standalone(args: EgressArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let egress = match warden_session::build_egress(&rules, &audit, &events) {
+    let (egress, decisions) = match warden_session::build_egress(&rules, &audit, &events) {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
@@ -44,6 +44,7 @@ pub fn standalone(args: EgressArgs) -> i32 {
             eprintln!("warden: SOCKS5 on {}", s.local_addr().map(|a| a.to_string()).unwrap_or_default());
         }
         audit.record("egress.start", fields([("listen", json!(local))]));
+        tokio::spawn(warden_session::flush_every_second(decisions.clone()));
         let serve_socks = async {
             match socks {
                 Some(s) => egress.serve_socks5(s).await,
@@ -60,6 +61,7 @@ pub fn standalone(args: EgressArgs) -> i32 {
             Err(e) => fail(format!("egress proxy stopped: {e}")),
         }
     });
+    decisions.flush();
     if let Some(line) = denied_line(&egress.denied_summary()) {
         eprintln!("{line}");
     }

@@ -163,6 +163,10 @@ pub struct AuditConfig {
     pub keep: Option<u32>,
     /// `key_file`.
     pub key_file: Option<ConfigPath>,
+    /// `run_budget_records`: records a run's sandbox may cause per hour.
+    pub run_budget_records: Option<u64>,
+    /// `run_budget_bytes`: bytes of records a run's sandbox may cause per hour.
+    pub run_budget_bytes: Option<u64>,
 }
 
 /// The parts of Codex's `config.toml` that warden honours.
@@ -565,7 +569,9 @@ impl WardenConfig {
                 tmp_size: limits.limit("tmp_size", "tmp_size", true)?,
             };
         }
-        if let Some(audit) = top.child("audit", Some(&["enabled", "path", "fsync", "max_bytes", "keep", "key_file"]))? {
+        let audit_keys =
+            ["enabled", "path", "fsync", "max_bytes", "keep", "key_file", "run_budget_records", "run_budget_bytes"];
+        if let Some(audit) = top.child("audit", Some(&audit_keys))? {
             cfg.audit.enabled = audit.boolean("enabled")?;
             cfg.audit.path = audit.single_path("path")?;
             cfg.audit.key_file = audit.single_path("key_file")?;
@@ -585,6 +591,17 @@ impl WardenConfig {
                     audit.value_err("keep", node, format!("{keep} is out of range (accepted: 1..=1000)"))
                 })?;
                 cfg.audit.keep = Some(keep);
+            }
+            for (key, sizes) in [("run_budget_records", false), ("run_budget_bytes", true)] {
+                if let Some((v, node)) = audit.count(key, sizes)? {
+                    if v == 0 {
+                        return Err(audit.value_err(key, node, "0 is out of range (accepted: at least 1)".to_owned()));
+                    }
+                    match key {
+                        "run_budget_records" => cfg.audit.run_budget_records = Some(v),
+                        _ => cfg.audit.run_budget_bytes = Some(v),
+                    }
+                }
             }
         }
         Ok((cfg, warnings))
@@ -865,6 +882,13 @@ max_file_size = 1048576
                 tmp_size: None,
             }
         );
+    }
+
+    #[test]
+    fn run_budgets_parse_and_zero_is_refused() {
+        let (cfg, _) = parse("[audit]\nrun_budget_records = 50\nrun_budget_bytes = \"1M\"\n").expect("parse");
+        assert_eq!((cfg.audit.run_budget_records, cfg.audit.run_budget_bytes), (Some(50), Some(1 << 20)));
+        assert!(err("[audit]\nrun_budget_records = 0\n").contains("at least 1"));
     }
 
     #[test]

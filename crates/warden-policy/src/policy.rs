@@ -153,6 +153,17 @@ pub struct AuditSettings {
     pub keep: u32,
     /// HMAC key file (keyed chain), absolute.
     pub key_file: Option<PathBuf>,
+    /// The records the sandbox's own activity may cause (egress decisions, credential-proxy
+    /// requests) per run and hour, at most: a count and a size in bytes.
+    #[serde(default = "default_budget")]
+    pub run_budget: (u64, u64),
+}
+
+/// Records and bytes a run's sandbox may cause per hour unless `[audit] run_budget_*` say otherwise.
+pub const DEFAULT_RUN_BUDGET: (u64, u64) = (10_000, 16 << 20);
+
+fn default_budget() -> (u64, u64) {
+    DEFAULT_RUN_BUDGET
 }
 
 impl Policy {
@@ -207,6 +218,7 @@ mod tests {
                 max_bytes: None,
                 keep: 1,
                 key_file: None,
+                run_budget: DEFAULT_RUN_BUDGET,
             },
             sources: vec![("profile".into(), "--profile".into())],
         }

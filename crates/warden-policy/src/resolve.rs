@@ -616,6 +616,10 @@ fn resolve_audit(
         },
         keep: cfg.keep.unwrap_or(DEFAULT_AUDIT_KEEP),
         key_file,
+        run_budget: (
+            cfg.run_budget_records.unwrap_or(crate::policy::DEFAULT_RUN_BUDGET.0),
+            cfg.run_budget_bytes.unwrap_or(crate::policy::DEFAULT_RUN_BUDGET.1),
+        ),
     })
 }
 

@@ -3,9 +3,18 @@
 //!
 //! Guarantees: a record that cannot be appended is reported as [`SessionEvent::AuditFailed`] and
 //! as `false`, so the caller can refuse to go on (a run that cannot be recorded does not start);
-//! the proxies' records never hold a header value or a body.
+//! the proxies' records never hold a header value or a body. What the sandbox's own activity
+//! causes (egress decisions, credential-proxy requests) is bounded: egress decisions are
+//! aggregated per (host, port, decision, reason) and flushed as one `egress.decision` record with
+//! a `count` per key and flush (at least every second, and at the end), and those records share a
+//! budget per run and hour ([`warden_policy::AuditSettings::run_budget`]); past it one
+//! `audit.budget_exhausted` record is written and the rest only counted (`run.exit` has the
+//! counts). Enforcement does not change when the budget is spent. warden's own records (the run's
+//! start and end, degraded layers, refs) are never subject to it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 use warden_audit::{AuditConfig, AuditKey, AuditLog, Fsync};
@@ -17,6 +26,10 @@ use crate::{EventSink, SessionError, SessionEvent};
 
 /// Builds a field map from `(name, value)` pairs.
 pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    fields_of(pairs)
+}
+
+fn fields_of<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
@@ -25,6 +38,28 @@ pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
 pub struct Recorder {
     log: Arc<Mutex<Option<AuditLog>>>,
     events: Arc<dyn EventSink>,
+    budget: Arc<Mutex<Budget>>,
+}
+
+/// The window of a run's record budget.
+const BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+
+/// What the sandbox's activity has cost in the current window.
+#[derive(Debug)]
+struct Budget {
+    limit: (u64, u64),
+    window: Instant,
+    records: u64,
+    bytes: u64,
+    exhausted: bool,
+    /// Records not written because the budget was spent, per event, over the whole run.
+    dropped: BTreeMap<String, u64>,
+}
+
+impl Budget {
+    fn new(limit: (u64, u64)) -> Budget {
+        Budget { limit, window: Instant::now(), records: 0, bytes: 0, exhausted: false, dropped: BTreeMap::new() }
+    }
 }
 
 impl std::fmt::Debug for Recorder {
@@ -37,12 +72,63 @@ impl Recorder {
     /// Opens the log the settings name (none when auditing is off). Failures report to `events`.
     pub fn open(settings: &AuditSettings, events: Arc<dyn EventSink>) -> Result<Recorder, SessionError> {
         let log = open_log(settings)?;
-        Ok(Recorder { log: Arc::new(Mutex::new(log)), events })
+        let budget = Arc::new(Mutex::new(Budget::new(settings.run_budget)));
+        Ok(Recorder { log: Arc::new(Mutex::new(log)), events, budget })
     }
 
     /// A recorder that writes nothing.
     pub fn disabled(events: Arc<dyn EventSink>) -> Recorder {
-        Recorder { log: Arc::new(Mutex::new(None)), events }
+        let budget = Arc::new(Mutex::new(Budget::new(warden_policy::policy::DEFAULT_RUN_BUDGET)));
+        Recorder { log: Arc::new(Mutex::new(None)), events, budget }
+    }
+
+    /// Appends a record the sandbox's activity caused, within the run's budget: past it, the
+    /// first one is replaced by one `audit.budget_exhausted` record and the rest only counted.
+    pub fn record_within_budget(&self, event: &str, fields: Map<String, Value>) -> bool {
+        // The record's size, near enough: its fields as JSON plus the fixed part of a line.
+        let size = serde_json::to_vec(&fields).map_or(0, |v| v.len() as u64) + 200;
+        let exhausted_now = {
+            let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+            if b.window.elapsed() >= BUDGET_WINDOW {
+                (b.window, b.records, b.bytes, b.exhausted) = (Instant::now(), 0, 0, false);
+            }
+            if b.exhausted || b.records + 1 > b.limit.0 || b.bytes + size > b.limit.1 {
+                *b.dropped.entry(event.to_owned()).or_default() += 1;
+                let first = !b.exhausted;
+                b.exhausted = true;
+                first.then(|| (b.limit, b.records, b.bytes))
+            } else {
+                b.records += 1;
+                b.bytes += size;
+                return self.record(event, fields);
+            }
+        };
+        if let Some((limit, records, bytes)) = exhausted_now {
+            self.events.event(&SessionEvent::Warning {
+                message: format!(
+                    "the audit record budget of this run is spent ({} records or {} bytes per hour): further \
+                     egress decisions and credential-proxy requests are counted, not recorded, until the hour is \
+                     over (enforcement is unchanged)",
+                    limit.0, limit.1
+                ),
+            });
+            self.record(
+                "audit.budget_exhausted",
+                fields_of([
+                    ("records", json!(records)),
+                    ("bytes", json!(bytes)),
+                    ("limit_records", json!(limit.0)),
+                    ("limit_bytes", json!(limit.1)),
+                    ("first_dropped", json!(event)),
+                ]),
+            );
+        }
+        false
+    }
+
+    /// Records not written because the budget was spent, per event, so far.
+    pub fn dropped(&self) -> BTreeMap<String, u64> {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner()).dropped.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<AuditLog>> {
@@ -97,12 +183,58 @@ fn open_log(settings: &AuditSettings) -> Result<Option<AuditLog>, SessionError> 
     })
 }
 
-/// The egress proxy's decisions as `egress.decision` records and connection events.
+/// The egress proxy's decisions: a connection event each, and `egress.decision` records
+/// aggregated per (host, port, decision, reason) until [`EgressAudit::flush`].
 pub struct EgressAudit {
-    /// Where records go.
-    pub recorder: Recorder,
-    /// Where events go.
-    pub events: Arc<dyn EventSink>,
+    recorder: Recorder,
+    events: Arc<dyn EventSink>,
+    pending: Mutex<HashMap<DecisionKey, Repeated>>,
+}
+
+/// What identifies an aggregated decision.
+type DecisionKey = (String, u16, bool, Option<&'static str>);
+
+/// Decisions of one key since the last flush.
+struct Repeated {
+    protocol: &'static str,
+    rule: Option<String>,
+    addr: Option<String>,
+    count: u64,
+    first: SystemTime,
+    last: SystemTime,
+}
+
+impl EgressAudit {
+    /// Decisions go to `recorder` (aggregated) and `events` (each).
+    pub fn new(recorder: Recorder, events: Arc<dyn EventSink>) -> EgressAudit {
+        EgressAudit { recorder, events, pending: Mutex::new(HashMap::new()) }
+    }
+
+    /// Writes one `egress.decision` record per key seen since the last flush, with its `count`
+    /// and the `first` and `last` times. Called at least every second while the proxy serves,
+    /// and at the end.
+    pub fn flush(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut batch: Vec<(DecisionKey, Repeated)> = pending.into_iter().collect();
+        batch.sort_by_key(|(_, r)| r.first);
+        for ((host, port, allowed, reason), r) in batch {
+            self.recorder.record_within_budget(
+                "egress.decision",
+                fields([
+                    ("protocol", json!(r.protocol)),
+                    ("host", json!(host)),
+                    ("port", json!(port)),
+                    ("decision", json!(if allowed { "allow" } else { "deny" })),
+                    ("reason", json!(reason)),
+                    ("rule", json!(r.rule)),
+                    ("addr", json!(r.addr)),
+                    ("count", json!(r.count)),
+                    ("first", json!(warden_audit::format_ts(r.first))),
+                    ("last", json!(warden_audit::format_ts(r.last))),
+                ]),
+            );
+        }
+    }
 }
 
 impl DecisionSink for EgressAudit {
@@ -118,18 +250,18 @@ impl DecisionSink for EgressAudit {
             }
         };
         self.events.event(&event);
-        self.recorder.record(
-            "egress.decision",
-            fields([
-                ("protocol", json!(d.protocol)),
-                ("host", json!(d.host)),
-                ("port", json!(d.port)),
-                ("decision", json!(if d.allowed { "allow" } else { "deny" })),
-                ("reason", json!(d.reason)),
-                ("rule", json!(d.rule)),
-                ("addr", json!(d.addr.map(|a| a.to_string()))),
-            ]),
-        );
+        let now = SystemTime::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pending.entry((d.host.clone(), d.port, d.allowed, d.reason)).or_insert_with(|| Repeated {
+            protocol: d.protocol,
+            rule: d.rule.clone(),
+            addr: d.addr.map(|a| a.to_string()),
+            count: 0,
+            first: now,
+            last: now,
+        });
+        entry.count += 1;
+        entry.last = now;
     }
 }
 
@@ -139,7 +271,7 @@ pub struct CredproxyAudit(pub Recorder);
 
 impl RequestSink for CredproxyAudit {
     fn request(&self, r: &RequestRecord) {
-        self.0.record(
+        self.0.record_within_budget(
             "credproxy.request",
             fields([
                 ("method", json!(r.method)),

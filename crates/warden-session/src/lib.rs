@@ -53,7 +53,7 @@ pub use credential::load_credential;
 pub use error::SessionError;
 pub use event::{EventSink, NullEvents, SessionEvent, SessionExit};
 pub use prepare::{prepare, DegradedLayer, Prepared, CREDENTIAL_PORT, DUMMY_KEY};
-pub use proxies::{build_egress, egress_config};
+pub use proxies::{build_egress, egress_config, flush_every_second};
 pub use session::{Report, Session};
 pub use spawn::{spawn, SessionEnd, SessionHandle};
 pub use warden_credproxy::LockedSecret;

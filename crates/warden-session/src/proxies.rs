@@ -41,13 +41,17 @@ pub fn egress_config(rules: &NetworkRules) -> EgressConfig {
 
 /// Builds the egress proxy: decisions go to the audit log and to `events`; startup warnings (an
 /// expired rule) are events and `config.warning` records.
+///
+/// The returned [`EgressAudit`] holds decisions until it is flushed: call
+/// [`EgressAudit::flush`] at least every second while the proxy serves (e.g. with
+/// [`flush_every_second`]) and once at the end.
 pub fn build_egress(
     rules: &NetworkRules,
     recorder: &Recorder,
     events: &Arc<dyn EventSink>,
-) -> Result<Egress, SessionError> {
-    let sink = Arc::new(EgressAudit { recorder: recorder.clone(), events: events.clone() });
-    let (egress, warnings) = Egress::new(egress_config(rules), sink).map_err(SessionError::EgressRules)?;
+) -> Result<(Egress, Arc<EgressAudit>), SessionError> {
+    let sink = Arc::new(EgressAudit::new(recorder.clone(), events.clone()));
+    let (egress, warnings) = Egress::new(egress_config(rules), sink.clone()).map_err(SessionError::EgressRules)?;
     for w in warnings {
         events.event(&SessionEvent::Warning { message: w.message.clone() });
         recorder.record(
@@ -55,18 +59,28 @@ pub fn build_egress(
             fields([("file", json!("network rules")), ("key", json!("network.allow")), ("message", json!(w.message))]),
         );
     }
-    Ok(egress)
+    Ok((egress, sink))
+}
+
+/// Flushes `audit` every second, on the runtime this is spawned on, until the runtime stops.
+pub async fn flush_every_second(audit: Arc<EgressAudit>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        audit.flush();
+    }
 }
 
 /// The proxies of one run, and the runtime serving them once the listeners are there.
 pub(crate) struct Proxies {
-    pub(crate) egress: Option<Egress>,
+    pub(crate) egress: Option<(Egress, Arc<EgressAudit>)>,
     pub(crate) credential: Option<CredProxy>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Proxies {
-    pub(crate) fn new(egress: Option<Egress>, credential: Option<CredProxy>) -> Proxies {
+    pub(crate) fn new(egress: Option<(Egress, Arc<EgressAudit>)>, credential: Option<CredProxy>) -> Proxies {
         Proxies { egress, credential, runtime: None }
     }
 
@@ -124,7 +138,7 @@ impl Proxies {
             };
             match kind {
                 ListenerKind::EgressHttp | ListenerKind::EgressSocks5 => {
-                    let Some(egress) = self.egress.clone() else {
+                    let Some(egress) = self.egress.as_ref().map(|(e, _)| e.clone()) else {
                         return Err(refuse(kind, "no egress proxy was built for this session".into()));
                     };
                     rt.spawn(async move {
@@ -150,18 +164,25 @@ impl Proxies {
                 }
             }
         }
+        if let Some((_, audit)) = &self.egress {
+            rt.spawn(flush_every_second(audit.clone()));
+        }
         Ok(())
     }
 
     /// Denied connections per host, most first.
     pub(crate) fn denied_summary(&self) -> Vec<(String, u64)> {
-        self.egress.as_ref().map(|e| e.denied_summary()).unwrap_or_default()
+        self.egress.as_ref().map(|(e, _)| e.denied_summary()).unwrap_or_default()
     }
 
-    /// Stops serving (connections in flight are dropped: the sandbox is gone).
+    /// Stops serving (connections in flight are dropped: the sandbox is gone) and writes the
+    /// decisions not yet recorded.
     pub(crate) fn shutdown(&mut self) {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_millis(200));
+        }
+        if let Some((_, audit)) = &self.egress {
+            audit.flush();
         }
         // The credential proxy holds the key: drop it now, not whenever the session is dropped.
         self.credential = None;

@@ -289,8 +289,9 @@ impl Session {
         }
     }
 
-    /// `run.exit`, the sync, the proxies' end and the `Exited` event.
+    /// The proxies' end (their last records), `run.exit`, the sync and the `Exited` event.
     fn finish(&mut self, report: &Report) {
+        self.proxies.shutdown();
         self.record_refs("after");
         let exit = report.exit();
         let mut f = fields([
@@ -321,9 +322,12 @@ impl Session {
             }
             _ => {}
         }
+        let dropped = self.recorder.dropped();
+        if !dropped.is_empty() {
+            f.insert("records_dropped".into(), json!(dropped));
+        }
         self.recorder.record("run.exit", f);
         self.recorder.flush();
-        self.proxies.shutdown();
         self.events.event(&SessionEvent::Exited(exit));
     }
 

@@ -349,3 +349,69 @@ fn head_refuses_a_missing_or_empty_log() {
     // FILE and --audit-log name the same thing: not both.
     crate::warden().args(["audit", "head"]).args([&log]).args(["--audit-log"]).args([&log]).run().code(2);
 }
+
+/// A python client in the sandbox: HTTP requests through the egress proxy to `hosts` (cycled),
+/// for `secs` seconds or `max` requests; prints how many it made.
+fn flood_script(hosts: &[String], secs: u32, max: u32) -> String {
+    format!(
+        "import http.client, time, os\n\
+         hosts = {hosts:?}\n\
+         end = time.time() + {secs}; n = 0\n\
+         while time.time() < end and n < {max}:\n\
+         \x20   c = http.client.HTTPConnection('127.0.0.1', 3128, timeout=5)\n\
+         \x20   c.request('GET', 'http://%s/' % hosts[n % len(hosts)]); c.getresponse().read(); c.close()\n\
+         \x20   n += 1\n\
+         print('requests', n)\n"
+    )
+}
+
+#[test]
+fn a_flood_of_denied_requests_is_aggregated_and_keeps_earlier_records() {
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    run_logged(&s, &log, &[], &["true"]).success();
+    let earlier = std::fs::read_to_string(&log).expect("read");
+    let code = flood_script(&["flood.test".to_owned()], 3, 100_000);
+    let out =
+        run_logged(&s, &log, &["--net", "allowlist", "--allow-domain", "allowed.test"], &[crate::PY, "-c", &code]);
+    out.success();
+    let made: u64 = out.stdout.trim().strip_prefix("requests ").and_then(|n| n.parse().ok()).expect("count");
+    assert!(made > 50, "the flood made only {made} requests");
+    let records: Vec<serde_json::Value> =
+        events(&log).into_iter().filter(|e| e["event"] == "egress.decision" && e["host"] == "flood.test").collect();
+    let counted: u64 = records.iter().map(|r| r["count"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(counted, made, "every request is counted: {records:?}");
+    assert!(records.len() <= 6, "{} records for a 3 s flood: at most one per key and second", records.len());
+    assert!(records
+        .iter()
+        .all(|r| r["decision"] == "deny" && r["reason"] == "not-allowlisted" && r["first"].is_string()));
+    let after = std::fs::read_to_string(&log).expect("read");
+    assert!(after.starts_with(&earlier), "earlier records changed");
+    assert!(after.len() - earlier.len() < 64 << 10, "the flood grew the log by {} bytes", after.len() - earlier.len());
+    audit(&log, &["verify"]).success();
+}
+
+#[test]
+fn the_sandbox_cannot_exceed_the_record_budget() {
+    let s = Scratch::temp();
+    let log = log_in(&s);
+    let cfg = s.file("budget.toml", "[audit]\nrun_budget_records = 20\n");
+    let cfg_s = cfg.display().to_string();
+    let hosts: Vec<String> = (0..60).map(|i| format!("h{i}.test")).collect();
+    let code = flood_script(&hosts, 20, 60);
+    let out = run_logged(
+        &s,
+        &log,
+        &["--config", &cfg_s, "--net", "allowlist", "--allow-domain", "allowed.test"],
+        &[crate::PY, "-c", &code],
+    );
+    out.success().stdout_has("requests 60").stderr_has("audit record budget of this run is spent");
+    let all = events(&log);
+    let decisions = all.iter().filter(|e| e["event"] == "egress.decision").count();
+    assert_eq!(decisions, 20, "the budget caps the records the sandbox causes");
+    assert_eq!(all.iter().filter(|e| e["event"] == "audit.budget_exhausted").count(), 1);
+    let exit = all.iter().rev().find(|e| e["event"] == "run.exit").expect("run.exit");
+    assert_eq!(exit["records_dropped"]["egress.decision"], 40, "{exit}");
+    assert_eq!(exit["denied_connections"], 60, "enforcement and its counts are unchanged: {exit}");
+    audit(&log, &["verify"]).success();
+}
