@@ -62,6 +62,14 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
     };
     w(format!("{:<14} {} ({}) — {}", "profile", p.profile, source_of(p, "profile"), p.profile.description()));
     w(format!("{:<14} {}", "workdir", p.workdir.display()));
+    for (given, to) in &p.redirected {
+        w(format!(
+            "{:<14} {} is a symlink out of its directory, to {} (writable only when confirmed)",
+            "",
+            given.display(),
+            to.display()
+        ));
+    }
     let net = match (plan.namespaces, plan.new_network, plan.proxy.is_some()) {
         (true, true, true) => "allowlist: own network namespace; the only way out is warden's egress proxy",
         (true, true, false) => "none: own network namespace with only lo (loopback servers work, nothing leaves)",

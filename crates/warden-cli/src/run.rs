@@ -114,13 +114,21 @@ pub fn run(args: RunArgs) -> i32 {
     report.exit_code()
 }
 
-/// Writable roots outside the workdir need a yes: on a terminal we ask, otherwise `--yes`.
+/// Writable roots outside the workdir, and writable paths given through a symlink that leads out
+/// of their directory, need a yes: on a terminal we ask, otherwise `--yes`.
 fn confirm_outside_writes(policy: &Policy, yes: bool) -> Result<(), i32> {
     // `trusted` makes everything writable by definition; choosing it is the confirmation.
-    if policy.writable_outside_workdir.is_empty() || yes || policy.profile.everything_writable() {
+    let nothing_to_ask = policy.writable_outside_workdir.is_empty() && policy.redirected.is_empty();
+    if nothing_to_ask || yes || policy.profile.everything_writable() {
         return Ok(());
     }
-    let list: Vec<String> = policy.writable_outside_workdir.iter().map(|p| p.display().to_string()).collect();
+    let mut list: Vec<String> = policy.writable_outside_workdir.iter().map(|p| p.display().to_string()).collect();
+    let links: Vec<String> = policy
+        .redirected
+        .iter()
+        .map(|(given, to)| format!("{} -> {} (a symlink out of its directory)", given.display(), to.display()))
+        .collect();
+    list.extend(links.iter().cloned());
     let stdin = std::io::stdin();
     if stdin.is_terminal() && std::io::stderr().is_terminal() {
         eprint!(
@@ -134,6 +142,13 @@ fn confirm_outside_writes(policy: &Policy, yes: bool) -> Result<(), i32> {
             return Ok(());
         }
         return Err(fail("not confirmed; nothing ran"));
+    }
+    if policy.writable_outside_workdir.is_empty() {
+        return Err(fail(format!(
+            "writable path(s) given through a symlink that leads out of their directory: {}; confirm with --yes \
+             when not on a terminal",
+            links.join(", ")
+        )));
     }
     Err(fail(format!(
         "writable path(s) outside the workdir {}: {}; confirm with --yes when not on a terminal",

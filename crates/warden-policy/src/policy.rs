@@ -70,6 +70,10 @@ pub struct Policy {
     pub writable_roots: Vec<PathBuf>,
     /// The writable roots that are neither the workdir nor beneath it (the CLI confirms these).
     pub writable_outside_workdir: Vec<PathBuf>,
+    /// Writable paths (the workdir included) given through a symlink that leads out of their
+    /// directory: `(as given, where it leads)`. The CLI confirms these like the above.
+    #[serde(default)]
+    pub redirected: Vec<(PathBuf, PathBuf)>,
     /// Canonical paths bound read-only even inside a writable root.
     pub read_only: Vec<PathBuf>,
     /// Existing paths hidden from the command (both spellings of symlinked paths); sorted.
@@ -198,6 +202,7 @@ mod tests {
             workdir: "/w".into(),
             writable_roots: vec!["/w".into()],
             writable_outside_workdir: vec![],
+            redirected: vec![],
             read_only: vec![],
             deny_read: vec!["/home/u/.ssh".into()],
             protected_names: vec![".git".into()],

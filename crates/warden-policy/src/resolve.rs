@@ -274,9 +274,21 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         }
     }
 
-    // Writable and read-only roots.
+    // Writable and read-only roots. A writable path whose last component is a symlink leading
+    // out of its directory (`pkg -> ~/.config`, perhaps planted by an earlier run) is shown
+    // resolved and needs the same confirmation as a path outside the workdir.
+    let mut redirected = Vec::new();
+    if matches!(profile, Profile::WorkspaceWrite | Profile::WorkspaceNet) {
+        if let Some(to) = escapes_its_directory(&wd_given) {
+            redirected.push((wd_given.clone(), to));
+        }
+    }
     let mut explicit_writable = Vec::new();
     for p in &opts.writable {
+        let abs = absolutize(&cwd, p);
+        if let Some(to) = escapes_its_directory(&abs) {
+            redirected.push((abs, to));
+        }
         push_unique(&mut explicit_writable, canon_flag("--writable", &cwd, p)?);
     }
     let mut read_only = Vec::new();
@@ -285,6 +297,9 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
     }
     if let Some(w) = &warden {
         for cp in &w.writable {
+            if let Some(to) = escapes_its_directory(&cp.path) {
+                redirected.push((cp.path.clone(), to));
+            }
             push_unique(&mut explicit_writable, canon_config(w, "writable", cp)?);
         }
         for cp in &w.read_only {
@@ -514,6 +529,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         workdir,
         writable_roots,
         writable_outside_workdir,
+        redirected,
         read_only,
         deny_read,
         protected_names: if profile == Profile::Trusted {
@@ -555,6 +571,15 @@ fn hide_audit_state(audit: &AuditSettings, workdir: &Path, deny_read: &mut Vec<P
     deny_read.sort();
     deny_read.dedup();
     Ok(())
+}
+
+/// Where `p` really is, when that is not inside the real directory `p` appears to be in (its last
+/// component is a symlink that leads elsewhere). `/home -> /var/home` style links in the middle of
+/// a path are fine: they resolve the same way for `p` and its directory.
+fn escapes_its_directory(p: &Path) -> Option<PathBuf> {
+    let real = fs::canonicalize(p).ok()?;
+    let dir = fs::canonicalize(p.parent()?).ok()?;
+    (!real.starts_with(&dir)).then_some(real)
 }
 
 /// `p` with its longest existing ancestor canonicalized (symlinks resolved) and the rest appended:

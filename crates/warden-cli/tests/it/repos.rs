@@ -230,3 +230,104 @@ fn a_config_read_for_the_run_cannot_be_changed_renamed_or_replaced() {
     assert_eq!(crate::read(&cfg), before);
     assert!(s.ws.join("conf/warden").is_dir());
 }
+
+#[test]
+fn a_symlink_planted_for_a_later_run_needs_confirmation() {
+    let s = Scratch::visible();
+    let target = s.root.join("elsewhere");
+    std::fs::create_dir(&target).expect("mkdir");
+    // An earlier run plants the link in its workdir.
+    let plant = format!("ln -s {} pkg", target.display());
+    s.sh("workspace-write", &plant).success();
+    assert!(s.ws.join("pkg").is_symlink());
+    let run = |extra: &[&str]| {
+        crate::warden()
+            .current_dir(&s.ws)
+            .args(["run", "--no-audit", "-p", "workspace-write", "-C", "./pkg"])
+            .args(extra)
+            .args(["--", "sh", "-c", "echo owned > planted"])
+            .run()
+    };
+    run(&[])
+        .code(125)
+        .stderr_has(&format!("-> {}", target.display()))
+        .stderr_has("a symlink out of its directory")
+        .stderr_has("--yes");
+    assert!(!target.join("planted").exists(), "the redirected workdir was written without confirmation");
+    run(&["--yes"]).success();
+    assert!(target.join("planted").exists());
+    // The same for --writable; explain shows where the link leads.
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["explain", "--no-audit", "-p", "workspace-write", "--writable", "pkg"])
+        .run();
+    out.success().stdout_has("is a symlink out of its directory");
+}
+
+#[test]
+fn a_symlinked_ancestor_like_home_to_var_home_needs_no_confirmation() {
+    let s = Scratch::visible();
+    let real = s.root.join("var-home");
+    std::fs::create_dir_all(real.join("u/proj")).expect("mkdir");
+    let link = s.root.join("home");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let out = crate::warden()
+        .current_dir(&s.root)
+        .args(["run", "--no-audit", "-p", "workspace-write", "-C"])
+        .args([link.join("u/proj")])
+        .args(["--", "sh", "-c", "echo ok > f"])
+        .run();
+    out.success();
+    assert_eq!(crate::read(&real.join("u/proj/f")), "ok\n");
+}
+
+#[test]
+fn renaming_an_ancestor_of_wardens_state_or_config_cannot_happen() {
+    let s = Scratch::visible();
+    let home = home_with(&s, &[".config/warden", ".local/state/warden"]);
+    let log = home.join(".local/state/warden/audit.jsonl");
+    let warden = |extra: &[&str], script: &str| {
+        crate::warden()
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .current_dir(&s.ws)
+            .args(["run", "--yes", "-p", "workspace-write"])
+            .args(extra)
+            .args(["--", "sh", "-c", script])
+            .run()
+    };
+    warden(&[], "true").success();
+    let before = crate::read(&log);
+    // The attack of issue 10: move the real state (or config) away and put a fresh one in place.
+    let local = home.join(".local").display().to_string();
+    let state_attack =
+        format!("mv {local}/state {local}/state.x && mkdir -p {local}/state/warden && echo {ESCAPED}; exit 0");
+    warden(&["--writable", &local], &state_attack).code(125).stdout_lacks(ESCAPED).stderr_has("state directory");
+    let config = home.join(".config").display().to_string();
+    let config_attack = format!(
+        "mv {config} {config}.x && mkdir -p {config}/warden && echo 'profile = \"trusted\"' > {config}/warden/config.toml && echo {ESCAPED}; exit 0"
+    );
+    let parent = home.display().to_string();
+    warden(&["--writable", &parent], &config_attack).code(125).stdout_lacks(ESCAPED);
+    assert!(!home.join(".local/state.x").exists() && !home.join(".config.x").exists());
+    assert!(crate::read(&log).starts_with(&before));
+    // The next plain run still obeys no planted config and appends to the real log.
+    warden(&[], "true").success();
+    assert!(!home.join(".config/warden/config.toml").exists());
+}
+
+#[test]
+fn masked_secrets_stay_unreadable_after_their_ancestors_are_renamed() {
+    let s = Scratch::visible();
+    let secret = s.file("ws/a/b/secret.txt", "SECRET-VALUE");
+    let secret_dir = s.file("ws/c/keys/id", "KEY-VALUE");
+    let keys = secret_dir.parent().expect("parent").display().to_string();
+    let deny = secret.display().to_string();
+    let script = "mv a a2 && cat a2/b/secret.txt; mv a2/b a2/z && cat a2/z/secret.txt; \
+                  mv c c2 && cat c2/keys/id; ls c2/keys; mv a2/z/secret.txt moved.txt && cat moved.txt; exit 0";
+    let out = s.sh_with("workspace-write", &["--deny-read", &deny, "--deny-read", &keys], script);
+    out.success().stdout_lacks("SECRET-VALUE").stdout_lacks("KEY-VALUE");
+    // On the host the files are where the renames put them, unchanged.
+    assert_eq!(crate::read(&s.ws.join("a2/z/secret.txt")), "SECRET-VALUE");
+    assert_eq!(crate::read(&s.ws.join("c2/keys/id")), "KEY-VALUE");
+}
