@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use warden_policy::{GitMode, NetMode, Policy};
 
 use crate::landlock::{self, LandlockPlan};
-pub use crate::repos::{Repository, ScanReport};
+pub use crate::repos::{Created, Repository, ScanReport};
 
 /// One step of building the sandbox's mount tree. Paths are the same inside and outside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,8 +319,7 @@ pub fn compile(
             gid,
         });
     }
-    let home = env.iter().rev().find(|(k, _)| k == "HOME").map(|(_, v)| PathBuf::from(v)).filter(|p| p.is_absolute());
-    let repo_scan = crate::repos::scan(&policy.writable_roots, &policy.repo_scan, home.as_deref());
+    let repo_scan = scan_repositories(policy, &env);
     let mounts = mount_steps(policy, &repo_scan);
     let proxy = (policy.net == NetMode::Allowlist).then(ProxyPlan::default);
     let mut env = env;
@@ -395,6 +394,18 @@ pub fn compile_degraded(
     });
     plan.pids_cgroup_max = if uid == 0 { policy.limits.max_procs } else { None };
     Ok(plan)
+}
+
+/// Searches the policy's writable roots for git repositories (`HOME` of `env` expands `~/` in
+/// config includes).
+pub fn scan_repositories(policy: &Policy, env: &[(String, String)]) -> ScanReport {
+    let home = env.iter().rev().find(|(k, _)| k == "HOME").map(|(_, v)| PathBuf::from(v)).filter(|p| p.is_absolute());
+    crate::repos::scan(&policy.writable_roots, &policy.repo_scan, home.as_deref())
+}
+
+/// What is in `after` (a search after the run) that `before` (the plan's) did not have.
+pub fn created_repositories(before: &ScanReport, after: &ScanReport) -> Vec<Created> {
+    crate::repos::created(before, after)
 }
 
 /// The shared cap of the private tmpfs: `--tmp-size`, else the smaller of 25 % of `memory`
@@ -496,6 +507,12 @@ pub fn mount_steps(policy: &Policy, repos: &ScanReport) -> Vec<MountStep> {
                     protect.push((path, Placeholder::None));
                 }
                 continue;
+            }
+            if name == ".git" && !repos.repositories.iter().any(|r| r.dot_git == *root) {
+                // Nor can the top of the root become a bare repository, which git would find on
+                // its own (HEAD, objects/, refs/ and a config with core.worktree): an empty HEAD
+                // is not a valid one.
+                protect.push((root.join("HEAD"), Placeholder::File { content: String::new() }));
             }
             protect.push((path, Placeholder::Dir));
         }

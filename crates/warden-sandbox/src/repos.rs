@@ -57,6 +57,9 @@ pub fn scan(roots: &[PathBuf], bounds: &RepoScan, home: Option<&Path>) -> ScanRe
         let mut stack = vec![(root.clone(), 0u32)];
         while let Some((dir, depth)) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let mut subdirs = Vec::new();
+            // git takes a directory holding HEAD, objects/ and refs/ for a (bare) repository.
+            let (mut head, mut objects, mut refs) = (false, false, false);
             for entry in entries.flatten() {
                 report.entries += 1;
                 if report.entries > bounds.max_entries {
@@ -77,14 +80,27 @@ pub fn scan(roots: &[PathBuf], bounds: &RepoScan, home: Option<&Path>) -> ScanRe
                     }
                     continue;
                 }
+                head |= name == "HEAD" && kind.is_file();
+                objects |= name == "objects" && kind.is_dir();
+                refs |= name == "refs" && kind.is_dir();
                 if !kind.is_dir() || name.to_str().is_some_and(|n| bounds.skip.iter().any(|s| s == n)) {
                     continue;
                 }
+                subdirs.push(entry.path());
+            }
+            if head && objects && refs {
+                // A bare repository (or a gitdir git would discover on its own): it is the gitdir.
+                if let Some(repo) = repository(&dir, false, home) {
+                    report.repositories.push(repo);
+                }
+                continue;
+            }
+            for sub in subdirs {
                 if depth >= bounds.max_depth {
-                    deep.get_or_insert_with(|| entry.path());
+                    deep.get_or_insert(sub);
                     continue;
                 }
-                stack.push((entry.path(), depth + 1));
+                stack.push((sub, depth + 1));
             }
         }
     }
@@ -98,6 +114,31 @@ pub fn scan(roots: &[PathBuf], bounds: &RepoScan, home: Option<&Path>) -> ScanRe
         }
     }
     report
+}
+
+/// The repositories in `after` that `before` does not have (by their `.git` or bare gitdir), and
+/// the gitdirs of known repositories that are new (a submodule's `modules/x`, a worktree's
+/// `worktrees/x`): what a run created.
+pub fn created(before: &ScanReport, after: &ScanReport) -> Vec<Created> {
+    let mut out = Vec::new();
+    for r in &after.repositories {
+        match before.repositories.iter().find(|b| b.dot_git == r.dot_git) {
+            None => out.push(Created::Repository(r.dot_git.clone())),
+            Some(b) => {
+                out.extend(r.gitdirs.iter().skip(1).filter(|g| !b.gitdirs.contains(g)).cloned().map(Created::Gitdir))
+            }
+        }
+    }
+    out
+}
+
+/// What a run created that git would use.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Created {
+    /// A repository: its `.git` (directory, pointer file or symlink), or a bare gitdir.
+    Repository(PathBuf),
+    /// A new submodule or worktree gitdir of a repository that existed before.
+    Gitdir(PathBuf),
 }
 
 /// The repository of `dot_git`, if it is one (a directory, or a file with a `gitdir:` line).
@@ -307,6 +348,26 @@ mod tests {
         assert!(r.truncated.as_deref().is_some_and(|t| t.contains("max_entries")), "{r:?}");
         let r = scan(std::slice::from_ref(&root), &bounds(), None);
         assert!(r.truncated.is_none() && r.repositories.len() == 1, "{r:?}");
+    }
+
+    #[test]
+    fn bare_layouts_are_repositories_and_new_ones_are_told_apart() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(d.path()).expect("canon");
+        let bare = root.join("mirror.git");
+        std::fs::create_dir_all(bare.join("objects")).expect("mkdir");
+        std::fs::create_dir_all(bare.join("refs/heads")).expect("mkdir");
+        std::fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").expect("write");
+        let before = scan(std::slice::from_ref(&root), &bounds(), None);
+        assert_eq!(before.repositories.len(), 1, "{before:?}");
+        assert_eq!(before.repositories[0].gitdirs[0], bare);
+        // The run adds a repository at the top and a submodule gitdir to the bare one.
+        std::fs::create_dir_all(root.join(".git")).expect("mkdir");
+        std::fs::create_dir_all(bare.join("modules/sub")).expect("mkdir");
+        let after = scan(std::slice::from_ref(&root), &bounds(), None);
+        let mut new = created(&before, &after);
+        new.sort();
+        assert_eq!(new, [Created::Repository(root.join(".git")), Created::Gitdir(bare.join("modules/sub"))]);
     }
 
     #[test]

@@ -270,8 +270,59 @@ impl Session {
             }
         }
         report.denied = self.proxies.denied_summary();
+        self.neutralise_created_repositories();
         self.finish(&report);
         Ok(report)
+    }
+
+    /// After the run: a repository the command created in a writable root (where no placeholder
+    /// stood) would have host git obey its config and hooks. Each is disabled by a rename that
+    /// one `mv` undoes, reported as a warning and a `repo.neutralised` record.
+    fn neutralise_created_repositories(&self) {
+        let plan = &self.prepared.plan;
+        if !plan.namespaces || self.prepared.spec.policy.writable_roots.is_empty() {
+            return;
+        }
+        let after = plan::scan_repositories(&self.prepared.spec.policy, &plan.env);
+        for created in plan::created_repositories(&plan.repo_scan, &after) {
+            let (found, what) = match &created {
+                plan::Created::Repository(p) if p.file_name().is_some_and(|n| n == ".git") => (p.clone(), "repository"),
+                // A bare layout: without a valid HEAD git does not take it for a repository.
+                plan::Created::Repository(p) => (p.join("HEAD"), "bare repository"),
+                plan::Created::Gitdir(p) => (p.clone(), "submodule or worktree gitdir"),
+            };
+            let result = disable(&found);
+            let (moved_to, error) = match &result {
+                Ok(to) => (Some(to.clone()), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let message = match &result {
+                Ok(to) => format!(
+                    "the command created a git {what} at {}: disabled so that git does not obey its config or hooks \
+                     (moved {} to {}; to use it after checking it: mv {} {})",
+                    found.parent().unwrap_or(&found).display(),
+                    found.display(),
+                    to.display(),
+                    shell_word(to),
+                    shell_word(&found)
+                ),
+                Err(e) => format!(
+                    "the command created a git {what} at {} and warden could not disable it ({e}): check its config \
+                     and hooks before you run git there",
+                    found.display()
+                ),
+            };
+            self.events.event(&SessionEvent::Warning { message });
+            self.recorder.record(
+                "repo.neutralised",
+                fields([
+                    ("kind", json!(what)),
+                    ("path", json!(found)),
+                    ("moved_to", json!(moved_to)),
+                    ("error", json!(error)),
+                ]),
+            );
+        }
     }
 
     /// In commit mode, the refs of every gitdir the command may change, as `git.refs` records.
@@ -385,6 +436,26 @@ impl Session {
             degraded: r.degraded,
         })
     }
+}
+
+/// Renames `path` to `<path>.warden-disabled` (or `-2`, `-3`, ... if taken); returns where.
+fn disable(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for n in 1..=100 {
+        let suffix = if n == 1 { String::new() } else { format!("-{n}") };
+        let to = path.with_file_name(format!("{name}.warden-disabled{suffix}"));
+        if to.symlink_metadata().is_ok() {
+            continue;
+        }
+        std::fs::rename(path, &to)?;
+        return Ok(to);
+    }
+    Err(std::io::Error::other("100 disabled copies exist already"))
+}
+
+/// `p` quoted for a POSIX shell (single quotes).
+fn shell_word(p: &std::path::Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
 fn setup_report(outcome: Outcome) -> Report {

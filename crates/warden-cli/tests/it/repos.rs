@@ -331,3 +331,54 @@ fn masked_secrets_stay_unreadable_after_their_ancestors_are_renamed() {
     assert_eq!(crate::read(&s.ws.join("a2/z/secret.txt")), "SECRET-VALUE");
     assert_eq!(crate::read(&s.ws.join("c2/keys/id")), "KEY-VALUE");
 }
+
+#[test]
+fn repositories_the_command_creates_are_disabled_after_the_run() {
+    let s = Scratch::visible();
+    let audit = s.root.join("state/audit.jsonl");
+    let audit_s = audit.display().to_string();
+    let marker = s.root.join("fsmonitor-ran");
+    // A bare layout git discovers on its own, acting on the workdir (core.worktree), with an
+    // fsmonitor hook; at the top of the root it cannot be made, in a subdirectory it is disabled
+    // after the run. And a plain `git init` of a nested repository.
+    let bare = format!(
+        "mkdir -p {{d}}/objects {{d}}/refs && echo 'ref: refs/heads/main' > {{d}}/HEAD && \
+         printf '[core]\\n\\tworktree = ..\\n\\tfsmonitor = touch {m}\\n' > {{d}}/config",
+        m = marker.display()
+    );
+    let script = format!(
+        "{top} && echo {ESCAPED}-top; {sub} && echo sub-made; git init -q nested && echo nested-made; exit 0",
+        top = bare.replace("{d}", "."),
+        sub = bare.replace("{d}", "sub"),
+    );
+    let out = s.run(&["-p", "workspace-write", "--audit-log", &audit_s], &[], &["sh", "-c", &script]);
+    out.success()
+        .stdout_lacks(ESCAPED)
+        .stdout_has("sub-made")
+        .stdout_has("nested-made")
+        .stderr_has("created a git bare repository")
+        .stderr_has("created a git repository")
+        .stderr_has("to use it after checking it: mv");
+    assert!(!s.ws.join("HEAD").exists(), "the top of the workdir became a repository");
+    assert!(!s.ws.join("sub/HEAD").exists() && s.ws.join("sub/HEAD.warden-disabled").exists());
+    assert!(!s.ws.join("nested/.git").exists() && s.ws.join("nested/.git.warden-disabled").is_dir());
+    // Host git no longer finds them (and so runs no fsmonitor); the documented mv restores one.
+    // (The scratch directory may itself be inside a repository: git must not look above it.)
+    let status = crate::scrubbed_command("git")
+        .args(["status"])
+        .env("GIT_CEILING_DIRECTORIES", &s.root)
+        .current_dir(s.ws.join("sub"))
+        .output()
+        .expect("git");
+    assert!(!status.status.success(), "git still takes sub/ for a repository");
+    assert!(!marker.exists(), "the planted fsmonitor ran");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .expect("log")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["event"] == "repo.neutralised")
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    std::fs::rename(s.ws.join("nested/.git.warden-disabled"), s.ws.join("nested/.git")).expect("restore");
+    git(&s.ws.join("nested"), &["status", "--short"]);
+}
