@@ -11,58 +11,61 @@ fn unique(tag: &str) -> String {
 
 // --- writes outside the writable roots ---------------------------------------------------------
 
-#[test]
-fn write_to_etc_is_denied_offline() {
+/// Writes `target` from inside the sandbox (`profile`): denied, and nothing appeared on the host.
+/// (`crate::host_write_target` has shown the same write works outside.)
+fn assert_write_denied(profile: &str, target: &Path) {
     let s = Scratch::temp();
-    let name = unique("etc-offline");
-    let out = s.sh("offline", &format!("echo pwned > /etc/{name} && echo {ESCAPED}; exit 0"));
+    let out = s.sh(profile, &format!("echo pwned > {} && echo {ESCAPED}; exit 0", target.display()));
     out.success().stdout_lacks(ESCAPED);
     assert_denied(&out, WRITE_DENIED);
-    assert!(!Path::new("/etc").join(&name).exists(), "a file appeared in the host's /etc");
+    assert!(!target.exists(), "{} appeared on the host", target.display());
+}
+
+#[test]
+fn write_to_etc_is_denied_offline() {
+    assert_write_denied("offline", &crate::host_write_target(Path::new("/etc"), &unique("etc-offline")));
 }
 
 #[test]
 fn write_to_etc_is_denied_workspace_write() {
-    let s = Scratch::temp();
-    let name = unique("etc-ww");
-    let out = s.sh("workspace-write", &format!("echo pwned > /etc/{name} && echo {ESCAPED}; exit 0"));
-    out.success().stdout_lacks(ESCAPED);
-    assert_denied(&out, WRITE_DENIED);
-    assert!(!Path::new("/etc").join(&name).exists(), "a file appeared in the host's /etc");
+    assert_write_denied("workspace-write", &crate::host_write_target(Path::new("/etc"), &unique("etc-ww")));
 }
 
 #[test]
 fn overwrite_of_existing_etc_file_is_denied() {
     let s = Scratch::temp();
-    let before = read(Path::new("/etc/hostname"));
-    let out = s.sh("workspace-write", &format!("echo pwned >> /etc/hostname && echo {ESCAPED}; exit 0"));
+    // /etc/hostname as root; as another user a file of theirs outside the writable roots.
+    let target = if crate::is_root() {
+        std::path::PathBuf::from("/etc/hostname")
+    } else {
+        let t = crate::host_write_target(Path::new("/etc"), &unique("existing"));
+        std::fs::write(&t, "original\n").expect("write the target");
+        t
+    };
+    let before = read(&target);
+    std::fs::OpenOptions::new().append(true).open(&target).expect("positive control: the user may append to it");
+    let out = s.sh("workspace-write", &format!("echo pwned >> {} && echo {ESCAPED}; exit 0", target.display()));
     out.success().stdout_lacks(ESCAPED);
     assert_denied(&out, WRITE_DENIED);
-    assert_eq!(read(Path::new("/etc/hostname")), before, "the host's /etc/hostname changed");
+    assert_eq!(read(&target), before, "{} changed", target.display());
+    if !crate::is_root() {
+        let _ = std::fs::remove_file(&target);
+    }
 }
 
 #[test]
 fn write_to_usr_is_denied_workspace_write() {
+    assert_write_denied("workspace-write", &crate::host_write_target(Path::new("/usr"), &unique("usr")));
+    let dir = crate::host_write_target(Path::new("/usr/local"), &unique("usr-dir"));
     let s = Scratch::temp();
-    let name = unique("usr");
-    let out = s.sh(
-        "workspace-write",
-        &format!("echo pwned > /usr/{name} && echo {ESCAPED}; mkdir /usr/local/{name} && echo {ESCAPED}; exit 0"),
-    );
+    let out = s.sh("workspace-write", &format!("mkdir {} && echo {ESCAPED}; exit 0", dir.display()));
     out.success().stdout_lacks(ESCAPED);
-    assert_denied(&out, WRITE_DENIED);
-    assert!(!Path::new("/usr").join(&name).exists());
-    assert!(!Path::new("/usr/local").join(&name).exists());
+    assert!(!dir.exists());
 }
 
 #[test]
 fn write_to_usr_is_denied_offline() {
-    let s = Scratch::temp();
-    let name = unique("usr-offline");
-    let out = s.sh("offline", &format!("touch /usr/bin/{name} && echo {ESCAPED}; exit 0"));
-    out.success().stdout_lacks(ESCAPED);
-    assert_denied(&out, WRITE_DENIED);
-    assert!(!Path::new("/usr/bin").join(&name).exists());
+    assert_write_denied("offline", &crate::host_write_target(Path::new("/usr/bin"), &unique("usr-offline")));
 }
 
 #[test]

@@ -163,6 +163,25 @@ impl Scratch {
     }
 }
 
+/// Where a write-denial test writes: `name` in `preferred` (e.g. `/etc`) when this user can write
+/// there outside the sandbox (root), else in the host-visible scratch base (which scripts/test.sh
+/// makes world-writable, and which is outside every writable root). Either way the positive
+/// control has just shown that the same user's same write succeeds outside the sandbox, so a
+/// denial inside is the sandbox's doing, not the file permissions'.
+pub fn host_write_target(preferred: &Path, name: &str) -> PathBuf {
+    let scratch = std::env::var_os("WARDEN_TEST_HOST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    for dir in [preferred, scratch.as_path()] {
+        let control = dir.join(format!("{name}.control"));
+        if std::fs::write(&control, "positive control").is_ok() {
+            let _ = std::fs::remove_file(&control);
+            return dir.join(name);
+        }
+    }
+    panic!("positive control: this user can write neither {} nor {}", preferred.display(), scratch.display());
+}
+
 /// Reads a host file (panics if it cannot be read).
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
