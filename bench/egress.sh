@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Egress proxy benchmark, one run, everything on loopback:
-#   1. a 1 GiB download through a CONNECT tunnel (warden egress) vs direct;
+#   1. a 1 GiB download through CONNECT tunnels (warden egress) vs direct: HTTPS (the ClientHello
+#      checked, then spliced), plain HTTP under a raw rule (spliced from the first byte), and plain
+#      HTTP without one (served by the proxy, every request checked);
 #   2. small requests per second through warden egress vs tinyproxy (same client: ab, same concurrency);
 #   3. added latency per request (p50/p99) of warden egress over direct (keep-alive client).
 #
@@ -22,16 +24,21 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Upstream: nginx on 127.0.0.1:18080 serving a 1 GiB sparse file and a 13-byte file.
-up=18080 wport=18128 tport=18888
+# Upstream: nginx on 127.0.0.1:18080 (and HTTPS on :18443) serving a 1 GiB sparse file and a
+# 13-byte file.
+up=18080 tls=18443 wport=18128 tport=18888
 mkdir -p "$work/www" "$work/nginx"
 truncate -s 1G "$work/www/big"
 printf 'hello, proxy\n' > "$work/www/small"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.test \
+  -addext subjectAltName=DNS:bench.test -keyout "$work/nginx/key.pem" -out "$work/nginx/cert.pem" 2>/dev/null
 cat > "$work/nginx/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/nginx/pid; error_log $work/nginx/error.log;
 events { worker_connections 4096; }
 http { access_log off; sendfile on; keepalive_requests 100000;
-  server { listen 127.0.0.1:$up; root $work/www; } }
+  server { listen 127.0.0.1:$up; root $work/www; }
+  server { listen 127.0.0.1:$tls ssl; root $work/www;
+    ssl_certificate $work/nginx/cert.pem; ssl_certificate_key $work/nginx/key.pem; } }
 CONF
 nginx -c "$work/nginx/nginx.conf" & pids+=($!)
 cat > "$work/tinyproxy.conf" <<CONF
@@ -44,9 +51,10 @@ ConnectPort $up
 LogLevel Critical
 CONF
 tinyproxy -d -c "$work/tinyproxy.conf" >/dev/null 2>&1 & pids+=($!)
-"$warden" egress --no-audit --listen 127.0.0.1:$wport --allow-domain "bench.test:$up" --resolve bench.test:127.0.0.1 \
+"$warden" egress --no-audit --listen 127.0.0.1:$wport --allow-domain "bench.test:$up" --allow-domain "bench.test:$tls" \
+  --allow-raw "raw.test:$up" --resolve bench.test:127.0.0.1 --resolve raw.test:127.0.0.1 \
   --allow-cidr 127.0.0.1/32 --allow-private 127.0.0.1/32 --allow-port $up 2>/dev/null & pids+=($!)
-for port in $up $wport $tport; do
+for port in $up $tls $wport $tport; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 done
 
@@ -54,9 +62,18 @@ echo "machine: $(nproc) cores, $(uname -r); $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "1 GiB download (curl, median of 3, MB/s):"
 speed() { for _ in 1 2 3; do curl -s -o /dev/null -w '%{speed_download}\n' "$@"; done | sort -n | sed -n 2p; }
+ca=(--cacert "$work/nginx/cert.pem" --resolve "bench.test:$tls:127.0.0.1")
+direct_tls=$(speed "${ca[@]}" "https://bench.test:$tls/big")
+tunnel_tls=$(speed "${ca[@]}" -p -x "http://127.0.0.1:$wport" "https://bench.test:$tls/big")
 direct=$(speed "http://127.0.0.1:$up/big")
-tunnel=$(speed -p -x "http://127.0.0.1:$wport" "http://bench.test:$up/big")
-awk -v d="$direct" -v t="$tunnel" 'BEGIN { printf "  direct           %8.0f MB/s\n  warden CONNECT   %8.0f MB/s   %.2fx direct\n", d/1e6, t/1e6, t/d }'
+tunnel_raw=$(speed -p -x "http://127.0.0.1:$wport" "http://raw.test:$up/big")
+tunnel_http=$(speed -p -x "http://127.0.0.1:$wport" "http://bench.test:$up/big")
+awk -v dt="$direct_tls" -v tt="$tunnel_tls" -v d="$direct" -v r="$tunnel_raw" -v h="$tunnel_http" 'BEGIN {
+  printf "  HTTPS direct                   %8.0f MB/s\n", dt/1e6
+  printf "  HTTPS through warden CONNECT   %8.0f MB/s   %.2fx direct (ClientHello checked, then spliced)\n", tt/1e6, tt/dt
+  printf "  HTTP direct                    %8.0f MB/s\n", d/1e6
+  printf "  HTTP, CONNECT, raw rule        %8.0f MB/s   %.2fx direct (spliced from the first byte)\n", r/1e6, r/d
+  printf "  HTTP, CONNECT, no raw rule     %8.0f MB/s   %.2fx direct (served by the proxy, requests checked)\n", h/1e6, h/d }'
 
 echo
 echo "small requests per second (ab -n 20000 -c 32 -k, absolute-form through the proxy):"

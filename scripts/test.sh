@@ -99,7 +99,7 @@ if ! command -v cargo-fuzz >/dev/null && [ -n "${CI:-}" ]; then
 fi
 if command -v cargo-fuzz >/dev/null; then
   secs=${WARDEN_FUZZ_SECS:-20}
-  for target in request_head socks_request client_hello; do
+  for target in request_head socks_request client_hello tunnel_flight; do
     log "fuzz $target for ${secs}s"
     fuzz_log="$PWD/target/fuzz-$target.log"
     if (cd crates/warden-egress/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" -- \

@@ -37,9 +37,14 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run the domain-allowlist egress proxy on its own (e.g. in front of a container).
     ///
+    /// CONNECT and SOCKS5 tunnels carry only TLS whose SNI names the tunnel's host, or plain HTTP
+    /// whose every request names it; anything else is closed (not-tls) unless --allow-raw names
+    /// that host and port.
+    ///
     /// Examples:
     ///   warden egress --allow-domain pypi.org --allow-domain '*.pythonhosted.org'
     ///   warden egress --listen 127.0.0.1:8080 --socks-listen 127.0.0.1:1080 --config proxy.toml
+    ///   warden egress --allow-domain github.com --allow-raw ssh.github.com:443
     #[command(verbatim_doc_comment)]
     Egress(EgressArgs),
     /// A strict credential-injecting proxy: the API key is read from stdin and only ever lives in
@@ -311,6 +316,19 @@ pub struct NetworkArgs {
     /// Resolve NAME to IP instead of asking DNS (like curl --resolve), e.g. pypi.local:10.0.0.5
     #[arg(long, value_name = "NAME:IP", help_heading = "Network")]
     pub resolve: Vec<String>,
+    /// Allow raw TCP to HOST:PORT: CONNECT and SOCKS5 tunnels to it may carry any protocol,
+    /// uninspected (e.g. db.internal:5432; needed for SSH, SMTP, databases, anything server-first).
+    /// Other tunnels carry only TLS naming their host or plain HTTP
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_raw_rule, help_heading = "Network")]
+    pub allow_raw: Vec<String>,
+}
+
+/// `--allow-raw` names a port (the egress proxy checks the rest when it starts).
+fn parse_raw_rule(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not HOST:PORT; a raw rule names a host and a port, e.g. db.internal:5432")),
+    }
 }
 
 impl NetworkArgs {
@@ -319,7 +337,12 @@ impl NetworkArgs {
             allow: self
                 .allow_domain
                 .iter()
-                .map(|d| warden_policy::AllowRule { pattern: d.clone(), expires: None })
+                .map(|d| warden_policy::AllowRule { pattern: d.clone(), expires: None, raw: false })
+                .chain(self.allow_raw.iter().map(|d| warden_policy::AllowRule {
+                    pattern: d.clone(),
+                    expires: None,
+                    raw: true,
+                }))
                 .collect(),
             deny: self.deny_domain.clone(),
             allow_ports: self.allow_port.clone(),

@@ -86,9 +86,12 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         let rule_lines: Vec<String> = n
             .allow
             .iter()
-            .map(|r| match &r.expires {
-                Some(d) => format!("allow {} (until {d})", r.pattern),
-                None => format!("allow {}", r.pattern),
+            .map(|r| {
+                let raw = if r.raw { " raw TCP: tunnels to it carry any protocol, not inspected" } else { "" };
+                match &r.expires {
+                    Some(d) => format!("allow {}{raw} (until {d})", r.pattern),
+                    None => format!("allow {}{raw}", r.pattern),
+                }
             })
             .chain(n.deny.iter().map(|d| format!("deny {d}")))
             .chain(n.allow_ports.iter().map(|p| format!("allow port {p}")))
@@ -105,6 +108,11 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
         w(format!(
             "{:<14} ports 80 and 443 unless a rule names one; IP literals, and names resolving to private, \
              loopback, link-local or metadata addresses, are refused",
+            ""
+        ));
+        w(format!(
+            "{:<14} tunnels (CONNECT, SOCKS5) carry TLS whose SNI names their host, or plain HTTP whose Host \
+             does; anything else is closed unless a raw rule names that host and port",
             ""
         ));
     }

@@ -14,10 +14,15 @@
 //!   SSRF guard ([`guard::forbidden_category`]) unless `allow_private` covers them, and the proxy
 //!   connects to exactly the address it checked (no second resolution, so no DNS rebinding);
 //! - the proxy never connects to its own listening address;
-//! - an absolute-form request whose `Host` header names another host is refused (`host-mismatch`), and
-//!   a CONNECT or SOCKS5 tunnel whose TLS ClientHello names another host in its SNI is closed before
-//!   any client byte reaches the upstream (`sni-mismatch`);
-//! - everything read from clients is size-capped (request heads, SOCKS messages, ClientHellos).
+//! - an absolute-form request whose `Host` header names another host is refused (`host-mismatch`);
+//! - no other name through an allowed tunnel: a CONNECT or SOCKS5 tunnel forwards no client byte
+//!   before its first flight is judged ([`tunnel::judge`]): a TLS ClientHello must name the tunnel's
+//!   host (else `sni-mismatch`), a tunnel that starts with an HTTP/1.x request is served as plain
+//!   HTTP with every request held to the tunnel's host and port (else `host-mismatch`), anything
+//!   else is closed (`not-tls`), as is a first flight not judged within
+//!   [`Limits::first_flight_timeout`]; only a `raw` allow rule ([`RuleSpec::raw`]) lets a tunnel to
+//!   its host and port carry other protocols, uninspected;
+//! - everything read from clients is size-capped (request heads, SOCKS messages, first flights).
 //!
 //! What it trusts: the rule configuration, the resolver configuration of the host it runs on
 //! (`/etc/resolv.conf`, `/etc/hosts`) and the answers of that resolver for allowed names.
@@ -32,6 +37,7 @@ mod server;
 pub mod socks;
 mod splice;
 pub mod tls;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -45,13 +51,17 @@ use tokio::sync::Semaphore;
 
 use crate::rules::{Date, Host, RuleSet, Verdict};
 
-/// One allow entry: a host pattern and an optional expiry day.
+/// One allow entry: a host pattern, an optional expiry day, and whether tunnels to it are raw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleSpec {
     /// `example.com`, `*.example.com`, `*`, optionally with `:PORT` (`example.com:8443`).
     pub pattern: String,
     /// `YYYY-MM-DD`: the last day (UTC) on which the entry applies.
     pub expires: Option<String>,
+    /// Raw TCP: a CONNECT or SOCKS5 tunnel to a matching host and port may carry any protocol and
+    /// is not inspected (no TLS, HTTP or first-flight check; server-first protocols such as SMTP,
+    /// SSH or MySQL need this). The pattern must name a host (not `*`) and a port.
+    pub raw: bool,
 }
 
 /// The rules of the proxy, as configured.
@@ -88,6 +98,10 @@ pub struct Limits {
     /// The largest request head (request line and headers). hyper's own buffer cannot go below
     /// 8 KiB; heads over this limit are answered 431.
     pub max_header_bytes: usize,
+    /// The time a tunnel's client has, from the tunnel's start, to send a first flight that can be
+    /// judged (a whole ClientHello or an HTTP request line); silent or trickling clients are closed
+    /// after it (`not-tls`, or `sni-mismatch` for an incomplete ClientHello). Raw tunnels have none.
+    pub first_flight_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -97,6 +111,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_header_bytes: 64 * 1024,
+            first_flight_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -120,8 +135,9 @@ pub struct Warning {
 /// What the proxy decided about one connection attempt.
 ///
 /// An allowed attempt yields one decision (after the SSRF guard, before connecting; `addr` is the
-/// first address that will be tried). A tunnel closed for an SNI mismatch yields a second decision,
-/// `allowed: false` with reason `sni-mismatch`.
+/// first address that will be tried). A tunnel closed for its first flight yields a second
+/// decision, `allowed: false` with reason `sni-mismatch` or `not-tls` (and `rule` saying what was
+/// seen); so does each request inside a tunnel that names another host (`host-mismatch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// `http`, `connect` or `socks5`.
@@ -133,9 +149,11 @@ pub struct Decision {
     /// Whether the connection was allowed.
     pub allowed: bool,
     /// Why it was denied: `not-allowlisted`, `denied-domain`, `private-address`, `ip-literal`, `port`,
-    /// `host-mismatch`, `sni-mismatch`, `expired-rule`, `invalid-name`, `resolve-failed`, `proxy-loop`.
+    /// `host-mismatch`, `sni-mismatch`, `not-tls`, `expired-rule`, `invalid-name`, `resolve-failed`,
+    /// `proxy-loop`.
     pub reason: Option<&'static str>,
-    /// The rule that allowed it or that was involved in the denial.
+    /// The rule that allowed it (`HOST:PORT (raw)` for a raw rule) or that was involved in the
+    /// denial; for a denied tunnel, what its first flight or request was.
     pub rule: Option<String>,
     /// The address connected to (allowed) or the forbidden address (private-address).
     pub addr: Option<SocketAddr>,
@@ -258,8 +276,21 @@ pub(crate) enum Failure {
     Refused(String),
 }
 
+/// The checked addresses of an allowed attempt, and whether a raw rule allowed it.
+pub(crate) struct Allowed {
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) raw: bool,
+}
+
+/// A connection to an allowed upstream.
+pub(crate) struct Connected {
+    pub(crate) stream: TcpStream,
+    pub(crate) addr: SocketAddr,
+    pub(crate) raw: bool,
+}
+
 pub(crate) enum Outcome {
-    Connected(TcpStream, SocketAddr),
+    Connected(Connected),
     Denied(Denial),
     Failed(Failure),
 }
@@ -281,7 +312,7 @@ impl Egress {
         if l.max_connections == 0 {
             return Err(EgressError::Limit { what: "max_connections", why: "must be at least 1" });
         }
-        if l.connect_timeout.is_zero() || l.idle_timeout.is_zero() {
+        if l.connect_timeout.is_zero() || l.idle_timeout.is_zero() || l.first_flight_timeout.is_zero() {
             return Err(EgressError::Limit { what: "timeouts", why: "must be longer than zero" });
         }
         if l.max_header_bytes < 1024 {
@@ -328,8 +359,8 @@ impl Egress {
         v
     }
 
-    /// The rules as (text, kind) rows: kinds `allow`, `deny`, `port`, `allow-cidr`, `allow-private`,
-    /// `resolve`.
+    /// The rules as (text, kind) rows: kinds `allow`, `allow-raw`, `deny`, `port`, `allow-cidr`,
+    /// `allow-private`, `resolve`.
     pub fn rules_table(&self) -> Vec<(String, String)> {
         self.inner.rules.table()
     }
@@ -427,19 +458,14 @@ impl Egress {
     /// Judges `host:port`, resolves it if allowed, applies the SSRF guard and connects.
     pub(crate) async fn open(&self, protocol: &'static str, host: &Host, port: u16) -> Outcome {
         match self.decide(protocol, host, port).await {
-            Ok(ok) => self.connect(host, port, &ok).await,
+            Ok(allowed) => self.connect(host, port, &allowed).await,
             Err(denial) => Outcome::Denied(denial),
         }
     }
 
     /// The rules, resolution and SSRF guard for one attempt (recorded as a decision): the
     /// checked addresses to connect to, or the denial.
-    pub(crate) async fn decide(
-        &self,
-        protocol: &'static str,
-        host: &Host,
-        port: u16,
-    ) -> Result<Vec<SocketAddr>, Denial> {
+    pub(crate) async fn decide(&self, protocol: &'static str, host: &Host, port: u16) -> Result<Allowed, Denial> {
         let shown = host.to_string();
         let deny = |reason: &'static str, rule: Option<String>, addr: Option<SocketAddr>, message: String| {
             self.record(Decision {
@@ -453,8 +479,8 @@ impl Egress {
             });
             Denial { reason, message }
         };
-        let rule = match self.inner.rules.check(host, port) {
-            Verdict::Allow { rule } => rule,
+        let (rule, raw) = match self.inner.rules.check(host, port) {
+            Verdict::Allow { rule, raw } => (rule, raw),
             Verdict::Deny { reason, rule } => {
                 let message = deny_message(reason, &shown, port, rule.as_deref());
                 return Err(deny(reason, rule, None, message));
@@ -504,15 +530,15 @@ impl Egress {
             rule: Some(rule),
             addr: ok.first().copied(),
         });
-        Ok(ok)
+        Ok(Allowed { addrs: ok, raw })
     }
 
     /// Connects to the first of the checked addresses that answers.
-    pub(crate) async fn connect(&self, host: &Host, port: u16, ok: &[SocketAddr]) -> Outcome {
+    pub(crate) async fn connect(&self, host: &Host, port: u16, allowed: &Allowed) -> Outcome {
         let shown = host.to_string();
         let attempt = async {
             let mut last = None;
-            for sa in ok {
+            for sa in &allowed.addrs {
                 match TcpStream::connect(sa).await {
                     Ok(s) => return Ok((s, *sa)),
                     Err(e) => last = Some((*sa, e)),
@@ -529,27 +555,15 @@ impl Egress {
                 Some((sa, e)) => format!("warden: cannot connect to {shown}:{port} ({sa}): {e}"),
                 None => format!("warden: cannot connect to {shown}:{port}"),
             })),
-            Ok(Ok((s, sa))) => {
-                let _ = s.set_nodelay(true);
-                Outcome::Connected(s, sa)
+            Ok(Ok((stream, addr))) => {
+                let _ = stream.set_nodelay(true);
+                Outcome::Connected(Connected { stream, addr, raw: allowed.raw })
             }
         }
     }
 
     pub(crate) fn pool(&self) -> &server::Pool {
         &self.inner.pool
-    }
-
-    pub(crate) fn sni_mismatch(&self, protocol: &'static str, host: &Host, port: u16, addr: SocketAddr, why: String) {
-        self.record(Decision {
-            protocol,
-            host: host.to_string(),
-            port,
-            allowed: false,
-            reason: Some("sni-mismatch"),
-            rule: Some(why),
-            addr: Some(addr),
-        });
     }
 }
 

@@ -1,10 +1,13 @@
-//! HTTP proxy request classification: absolute-form, CONNECT, and the `Host` header check.
+//! HTTP proxy request classification: absolute-form, CONNECT, the `Host` header check, and the
+//! requests the proxy serves from inside a tunnel.
 //!
 //! What this module guarantees: [`classify`] accepts only `http://` absolute-form requests and CONNECT
 //! requests, normalizes the target with [`crate::rules::parse_authority`], and refuses an absolute-form
 //! request whose `Host` header does not name the same host and port as its target (or that carries more
-//! than one `Host` header). [`parse_request_head`] runs the same logic over raw bytes (for fuzzing and
-//! for tests); the proxy itself gets the request line and headers from hyper.
+//! than one `Host` header). [`classify_tunneled`] holds a request read inside a tunnel to the tunnel's
+//! host and port in the same way. [`scan_request_line`] recognizes the start of an HTTP/1.x request.
+//! [`parse_request_head`] and [`parse_tunneled_head`] run the same logic over raw bytes (for fuzzing
+//! and for tests); the proxy itself gets the request line and headers from hyper.
 
 use crate::rules::{parse_authority, shown, Host, HostError};
 
@@ -72,6 +75,9 @@ pub enum RequestError {
     /// Not an HTTP/1.x request head.
     #[error("malformed request head: {0}")]
     Malformed(&'static str),
+    /// A CONNECT request inside a tunnel (to the tunnel's own authority).
+    #[error("CONNECT inside a tunnel is not served")]
+    NestedConnect,
 }
 
 /// Classifies a request from its method, request target and `Host` header values.
@@ -83,6 +89,13 @@ pub fn classify(method: &str, target: &str, host_headers: &[&[u8]]) -> Result<Ta
     if target.starts_with('/') || target == "*" {
         return Err(RequestError::OriginForm);
     }
+    let (host, port, path) = split_absolute(target)?;
+    check_host_headers(&host, port, host_headers)?;
+    Ok(Target::Absolute { host, port, path })
+}
+
+/// Splits an `http://` absolute-form target into host, port (80 by default) and origin-form path.
+fn split_absolute(target: &str) -> Result<(Host, u16, String), RequestError> {
     let bad = |why| RequestError::Target { target: shown(target), why };
     let (scheme, rest) = target.split_once("://").ok_or_else(|| bad("neither absolute-form nor origin-form"))?;
     if !scheme.eq_ignore_ascii_case("http") {
@@ -95,30 +108,129 @@ pub fn classify(method: &str, target: &str, host_headers: &[&[u8]]) -> Result<Ta
     }
     let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
     let (host, port) = parse_authority(authority, Some(80)).map_err(RequestError::Host)?;
-    let mismatch = |host: Host| RequestError::HostMismatch {
-        host,
+    Ok((host, port, path))
+}
+
+/// The `Host` headers must be absent or one header naming `host:port` (port 80 when it names none).
+fn check_host_headers(host: &Host, port: u16, host_headers: &[&[u8]]) -> Result<(), RequestError> {
+    let same = match host_headers {
+        [] => true,
+        [one] => std::str::from_utf8(one)
+            .ok()
+            .and_then(|h| parse_authority(h.trim(), Some(80)).ok())
+            .is_some_and(|(h, p)| h == *host && p == port),
+        _ => false,
+    };
+    if same {
+        return Ok(());
+    }
+    Err(RequestError::HostMismatch {
+        host: host.clone(),
         port,
         header: shown(&host_headers.iter().map(|h| String::from_utf8_lossy(h)).collect::<Vec<_>>().join(", ")),
-    };
-    match host_headers {
-        [] => {}
-        [one] => {
-            let same = std::str::from_utf8(one)
-                .ok()
-                .and_then(|h| parse_authority(h.trim(), Some(80)).ok())
-                .is_some_and(|(h, p)| h == host && p == port);
-            if !same {
-                return Err(mismatch(host));
-            }
-        }
-        _ => return Err(mismatch(host)),
+    })
+}
+
+/// Judges one request read from inside a tunnel to `host:port` that the proxy serves as plain
+/// HTTP; returns the origin-form path (or `*`) to send upstream.
+///
+/// The request must name the tunnel's host and port wherever it names one: an absolute-form target
+/// (`http://` only) and the `Host` header (at most one; port 80 when it names none), else
+/// [`RequestError::HostMismatch`]. A CONNECT inside a tunnel is never served: naming another
+/// authority it is a `HostMismatch` too, else [`RequestError::NestedConnect`].
+pub fn classify_tunneled(
+    method: &str,
+    target: &str,
+    host_headers: &[&[u8]],
+    host: &Host,
+    port: u16,
+) -> Result<String, RequestError> {
+    let mismatch = || RequestError::HostMismatch { host: host.clone(), port, header: shown(target) };
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return match parse_authority(target, None) {
+            Ok((h, p)) if h == *host && p == port => Err(RequestError::NestedConnect),
+            _ => Err(mismatch()),
+        };
     }
-    Ok(Target::Absolute { host, port, path })
+    let path = if target.starts_with('/') || target == "*" {
+        target.to_owned()
+    } else {
+        let (h, p, path) = split_absolute(target)?;
+        if h != *host || p != port {
+            return Err(mismatch());
+        }
+        path
+    };
+    check_host_headers(host, port, host_headers)?;
+    Ok(path)
+}
+
+/// Whether `buf` starts like an HTTP/1.x request: at most four bytes of empty lines (RFC 9112 §2.2),
+/// a method token of at most 32 characters, one space, a request target of visible ASCII, one
+/// space and `HTTP/1.`. `None` while `buf` is a proper prefix of such a start.
+///
+/// Only the start is looked at: the proxy then parses every request in full (hyper) and forwards
+/// nothing it cannot parse, so this decides how to read a tunnel, not what passes.
+pub fn scan_request_line(buf: &[u8]) -> Option<bool> {
+    const VERSION: &[u8] = b"HTTP/1.";
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut i = 0;
+    while i < buf.len() && i < 4 && matches!(buf[i], b'\r' | b'\n') {
+        i += 1;
+    }
+    let method = i;
+    while i < buf.len() && is_tchar(buf[i]) {
+        i += 1;
+        if i - method > 32 {
+            return Some(false);
+        }
+    }
+    let &sp = buf.get(i)?;
+    if i == method || sp != b' ' {
+        return Some(false);
+    }
+    i += 1;
+    let target = i;
+    while i < buf.len() && (0x21..=0x7e).contains(&buf[i]) {
+        i += 1;
+    }
+    let &sp = buf.get(i)?;
+    if i == target || sp != b' ' {
+        return Some(false);
+    }
+    let rest = &buf[i + 1..];
+    let n = rest.len().min(VERSION.len());
+    if rest[..n] != VERSION[..n] {
+        return Some(false);
+    }
+    if n < VERSION.len() {
+        None
+    } else {
+        Some(true)
+    }
 }
 
 /// Parses a raw request head (request line and headers, up to `max_bytes`) and classifies it.
 /// Returns `Ok(None)` when the head is incomplete, else the target and the head's length.
 pub fn parse_request_head(buf: &[u8], max_bytes: usize) -> Result<Option<(Target, usize)>, RequestError> {
+    parse_head(buf, max_bytes, classify)
+}
+
+/// [`parse_request_head`] for a request inside a tunnel to `host:port` ([`classify_tunneled`]).
+pub fn parse_tunneled_head(
+    buf: &[u8],
+    max_bytes: usize,
+    host: &Host,
+    port: u16,
+) -> Result<Option<(String, usize)>, RequestError> {
+    parse_head(buf, max_bytes, |method, target, hosts| classify_tunneled(method, target, hosts, host, port))
+}
+
+fn parse_head<T>(
+    buf: &[u8],
+    max_bytes: usize,
+    judge: impl FnOnce(&str, &str, &[&[u8]]) -> Result<T, RequestError>,
+) -> Result<Option<(T, usize)>, RequestError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let n = match req.parse(buf) {
@@ -137,7 +249,7 @@ pub fn parse_request_head(buf: &[u8], max_bytes: usize) -> Result<Option<(Target
     };
     let hosts: Vec<&[u8]> =
         req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value).collect();
-    classify(method, path, &hosts).map(|t| Some((t, n)))
+    judge(method, path, &hosts).map(|t| Some((t, n)))
 }
 
 /// Whether a header (lowercase name) is hop-by-hop and must not be forwarded: `connection`,
@@ -225,6 +337,70 @@ mod tests {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
         let head = format!("GET http://a.example/ HTTP/1.1\r\n{many}\r\n");
         assert_eq!(parse_request_head(head.as_bytes(), 1 << 20), Err(RequestError::TooLarge));
+    }
+
+    #[test]
+    fn tunneled_requests_name_the_tunnel() {
+        let h = name("t.example");
+        let ok = |m: &str, target: &str, hosts: &[&[u8]], port: u16| classify_tunneled(m, target, hosts, &h, port);
+        assert_eq!(ok("GET", "/a?b", &[b"t.example"], 80), Ok("/a?b".to_owned()));
+        assert_eq!(ok("GET", "/", &[b"T.Example.:8080"], 8080), Ok("/".to_owned()));
+        assert_eq!(ok("GET", "/", &[], 80), Ok("/".to_owned()), "HTTP/1.0 without Host");
+        assert_eq!(ok("OPTIONS", "*", &[b"t.example"], 80), Ok("*".to_owned()));
+        assert_eq!(ok("GET", "http://t.example:8080/x", &[b"t.example:8080"], 8080), Ok("/x".to_owned()));
+        for (m, target, hosts, port) in [
+            ("GET", "/", &[&b"evil.test"[..]][..], 80),
+            ("GET", "/", &[b"t.example"], 8080),
+            ("GET", "/", &[b"t.example:81"], 80),
+            ("GET", "/", &[b"t.example", b"evil.test"], 80),
+            ("GET", "/", &[b"t.example\xff"], 80),
+            ("GET", "http://evil.test/", &[b"t.example"], 80),
+            ("GET", "http://t.example:81/", &[b"t.example:81"], 80),
+            ("GET", "http://t.example/", &[b"evil.test"], 80),
+            ("CONNECT", "evil.test:443", &[], 80),
+        ] {
+            assert!(
+                matches!(ok(m, target, hosts, port), Err(RequestError::HostMismatch { .. })),
+                "{m} {target} {hosts:?}"
+            );
+        }
+        assert_eq!(ok("CONNECT", "t.example:80", &[], 80), Err(RequestError::NestedConnect));
+        assert!(matches!(ok("GET", "https://t.example/", &[], 80), Err(RequestError::Scheme { .. })));
+        let head = b"GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+        assert!(matches!(parse_tunneled_head(head, 1024, &h, 80), Err(RequestError::HostMismatch { .. })));
+        let head = b"GET /k HTTP/1.1\r\nHost: t.example\r\n\r\n";
+        assert_eq!(parse_tunneled_head(head, 1024, &h, 80), Ok(Some(("/k".to_owned(), head.len()))));
+    }
+
+    #[test]
+    fn request_line_start() {
+        for yes in
+            [&b"GET / HTTP/1.1\r\n"[..], b"\r\nPOST http://x/ HTTP/1.0", b"M-SEARCH * HTTP/1.", b"get /%7e HTTP/1.1"]
+        {
+            assert_eq!(scan_request_line(yes), Some(true), "{:?}", String::from_utf8_lossy(yes));
+            let decided = yes.windows(7).position(|w| w == b"HTTP/1.").expect("version") + 7;
+            for cut in 0..decided {
+                assert_eq!(scan_request_line(&yes[..cut]), None, "{:?} cut {cut}", String::from_utf8_lossy(yes));
+            }
+        }
+        for prefix in [&b""[..], b"\r\n", b"GET", b"GET ", b"GET /", b"GET / ", b"GET / HTTP/"] {
+            assert_eq!(scan_request_line(prefix), None, "{:?}", String::from_utf8_lossy(prefix));
+        }
+        for no in [
+            &b"\x16\x03\x01"[..],
+            b"SSH-2.0-x\r\n",
+            b"GET  / HTTP/1.1",
+            b" GET / HTTP/1.1",
+            b"GET / HTTP/2.0",
+            b"GET /\x00 HTTP/1.1",
+            b"GET / FTP/1.1",
+            b"\r\n\r\n\r\nGET / HTTP/1.1",
+            b"GET\t/ HTTP/1.1",
+        ] {
+            assert_eq!(scan_request_line(no), Some(false), "{:?}", String::from_utf8_lossy(no));
+        }
+        assert_eq!(scan_request_line(&[b'A'; 33]), Some(false), "method over 32 characters");
+        assert_eq!(scan_request_line(&[b'A'; 32]), None);
     }
 
     #[test]

@@ -400,6 +400,8 @@ struct AllowRule {
     port: Option<u16>,
     expires: Option<(Date, String)>,
     expired: bool,
+    /// Tunnels to a matching host and port are not inspected (see [`crate::tunnel`]).
+    raw: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -414,8 +416,10 @@ pub enum Verdict {
     /// Allowed by the rule whose text is given (for an IP literal: the `allow_cidr` entry). The SSRF
     /// guard still applies to the addresses.
     Allow {
-        /// The rule's text.
+        /// The rule's text (`HOST:PORT (raw)` for a raw rule).
         rule: String,
+        /// Whether a raw rule allows it: a tunnel to it carries any protocol, uninspected.
+        raw: bool,
     },
     /// Refused before any resolution.
     Deny {
@@ -454,6 +458,16 @@ impl RuleSet {
                 None => (entry, None),
             };
             let pattern = parse_pattern(pat_text).map_err(bad)?;
+            if spec.raw {
+                if port.is_none() {
+                    return Err(bad("a raw rule must name a port, such as db.internal:5432".into()));
+                }
+                if pattern == Pattern::Any {
+                    return Err(bad(
+                        "a raw rule must name a host, not * (raw TCP to any host skips every name check)".into()
+                    ));
+                }
+            }
             let expires = match &spec.expires {
                 None => None,
                 Some(e) => Some((
@@ -467,7 +481,8 @@ impl RuleSet {
                     "allow rule {entry} expired on {e} and is ignored; renew its expiry date or remove it"
                 ));
             }
-            allow.push(AllowRule { text: entry.to_owned(), pattern, port, expires, expired });
+            let text = if spec.raw { format!("{entry} (raw)") } else { entry.to_owned() };
+            allow.push(AllowRule { text, pattern, port, expires, expired, raw: spec.raw });
         }
         let mut deny = Vec::with_capacity(cfg.deny.len());
         for entry in &cfg.deny {
@@ -528,15 +543,23 @@ impl RuleSet {
         };
         let mut host_match: Option<&AllowRule> = None;
         let mut expired_match: Option<&AllowRule> = None;
+        let mut allowed: Option<&AllowRule> = None;
         for r in self.allow.iter().filter(|r| r.pattern.matches(name)) {
             if r.expired {
                 if port_ok(r) && expired_match.is_none() {
                     expired_match = Some(r);
                 }
             } else if port_ok(r) {
-                return Verdict::Allow { rule: r.text.clone() };
+                // A raw rule says so on purpose: it wins over a plain one for the same host and port.
+                if r.raw {
+                    return Verdict::Allow { rule: r.text.clone(), raw: true };
+                }
+                allowed = allowed.or(Some(r));
             }
             host_match = host_match.or(Some(r));
+        }
+        if let Some(r) = allowed {
+            return Verdict::Allow { rule: r.text.clone(), raw: false };
         }
         if let Some(r) = expired_match {
             return Verdict::Deny { reason: "expired-rule", rule: Some(r.text.clone()) };
@@ -553,7 +576,7 @@ impl RuleSet {
             Some((text, _)) if !self.ports.contains(&port) => {
                 Verdict::Deny { reason: "port", rule: Some(text.clone()) }
             }
-            Some((text, _)) => Verdict::Allow { rule: text.clone() },
+            Some((text, _)) => Verdict::Allow { rule: text.clone(), raw: false },
         }
     }
 
@@ -567,8 +590,8 @@ impl RuleSet {
         self.resolve.iter().filter(|(_, n, _)| n == name).map(|(_, _, ip)| *ip).collect()
     }
 
-    /// The rules as (text, kind) rows for `warden explain`; kinds are `allow`, `deny`, `port`,
-    /// `allow-cidr`, `allow-private` and `resolve`.
+    /// The rules as (text, kind) rows for `warden explain`; kinds are `allow`, `allow-raw`, `deny`,
+    /// `port`, `allow-cidr`, `allow-private` and `resolve`.
     pub fn table(&self) -> Vec<(String, String)> {
         let mut t = Vec::new();
         for r in &self.allow {
@@ -577,7 +600,7 @@ impl RuleSet {
                 (Some((_, e)), false) => format!("{} (expires {e})", r.text),
                 (None, _) => r.text.clone(),
             };
-            t.push((text, "allow".to_owned()));
+            t.push((text, if r.raw { "allow-raw" } else { "allow" }.to_owned()));
         }
         t.extend(self.deny.iter().map(|d| (d.text.clone(), "deny".to_owned())));
         t.extend(self.ports.iter().map(|p| (p.to_string(), "port".to_owned())));
@@ -744,7 +767,7 @@ mod tests {
     }
 
     fn spec(p: &str) -> RuleSpec {
-        RuleSpec { pattern: p.to_owned(), expires: None }
+        RuleSpec { pattern: p.to_owned(), expires: None, raw: false }
     }
 
     fn compile(allow: &[RuleSpec], deny: &[&str], ports: &[u16]) -> RuleSet {
@@ -817,12 +840,35 @@ mod tests {
     }
 
     #[test]
+    fn raw_rules_name_a_host_and_port() {
+        let raw = |p: &str| RuleSpec { pattern: p.to_owned(), expires: None, raw: true };
+        let r =
+            compile(&[spec("db.internal"), raw("db.internal:5432"), raw("*.pg.example:6432")], &["x.pg.example"], &[]);
+        let verdict = |h: &str, port| r.check(&name(h), port);
+        assert_eq!(verdict("db.internal", 5432), Verdict::Allow { rule: "db.internal:5432 (raw)".into(), raw: true });
+        assert_eq!(verdict("db.internal", 443), Verdict::Allow { rule: "db.internal".into(), raw: false });
+        assert_eq!(verdict("a.pg.example", 6432), Verdict::Allow { rule: "*.pg.example:6432 (raw)".into(), raw: true });
+        assert_eq!(reason(verdict("a.pg.example", 5432)), "port");
+        assert_eq!(reason(verdict("x.pg.example", 6432)), "denied-domain", "deny wins over raw too");
+        assert_eq!(reason(verdict("other.internal", 5432)), "not-allowlisted");
+        assert!(r.table().contains(&("db.internal:5432 (raw)".into(), "allow-raw".into())));
+        let today = Date::parse("2026-01-01").expect("date");
+        for (bad, why) in
+            [("db.internal", "must name a port"), ("*:5432", "must name a host"), ("10.0.0.5:5432", "allow_cidr")]
+        {
+            let cfg = RulesConfig { allow: vec![raw(bad)], ..Default::default() };
+            let e = RuleSet::compile(&cfg, today).expect_err(bad).to_string();
+            assert!(e.contains(bad) && e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
     fn expiry_with_injected_date() {
         let cfg = RulesConfig {
             allow: vec![
-                RuleSpec { pattern: "old.example".into(), expires: Some("2026-06-14".into()) },
-                RuleSpec { pattern: "today.example".into(), expires: Some("2026-06-15".into()) },
-                RuleSpec { pattern: "both.example".into(), expires: Some("2020-01-01".into()) },
+                RuleSpec { pattern: "old.example".into(), expires: Some("2026-06-14".into()), raw: false },
+                RuleSpec { pattern: "today.example".into(), expires: Some("2026-06-15".into()), raw: false },
+                RuleSpec { pattern: "both.example".into(), expires: Some("2020-01-01".into()), raw: false },
                 spec("both.example"),
             ],
             ..RulesConfig::default()
@@ -853,7 +899,7 @@ mod tests {
         let e = err(RulesConfig { allow: vec![spec("example.com:0")], ..Default::default() });
         assert!(e.contains("example.com:0"), "{e}");
         let e = err(RulesConfig {
-            allow: vec![RuleSpec { pattern: "a.example".into(), expires: Some("2026-02-30".into()) }],
+            allow: vec![RuleSpec { pattern: "a.example".into(), expires: Some("2026-02-30".into()), raw: false }],
             ..Default::default()
         });
         assert!(e.contains("2026-02-30") && e.contains("YYYY-MM-DD"), "{e}");

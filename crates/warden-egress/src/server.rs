@@ -1,9 +1,11 @@
-//! Accept loops, the HTTP service, the SOCKS5 handshake and tunnels with the SNI check.
+//! Accept loops, the HTTP service, the SOCKS5 handshake, and tunnels with their first-flight check
+//! (see [`crate::tunnel`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,14 +14,15 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::request::{classify, strip_hop_by_hop, RequestError, Target};
+use crate::request::{classify, classify_tunneled, strip_hop_by_hop, RequestError, Target};
 use crate::rules::{normalize_host, Host};
 use crate::socks::{self, reply};
-use crate::tls::{scan_client_hello, Scan, MAX_SCAN_BYTES};
-use crate::{Denial, Egress, Failure, Outcome};
+use crate::splice::IdleClock;
+use crate::tunnel::{incomplete, judge, Judgement, MAX_FLIGHT_BYTES};
+use crate::{Decision, Denial, Egress, Failure, Limits, Outcome};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -98,18 +101,23 @@ async fn answer_overflow(mut s: TcpStream, proto: Proto, limit: usize) -> std::i
     s.shutdown().await
 }
 
-async fn serve_http_conn(eg: Egress, stream: TcpStream) {
-    let limits = eg.limits().clone();
+/// The HTTP/1.1 server settings of every connection the proxy serves.
+fn http1_server(limits: &Limits) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(limits.idle_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(crate::request::MAX_HEADERS);
+    b
+}
+
+async fn serve_http_conn(eg: Egress, stream: TcpStream) {
+    let server = http1_server(eg.limits());
     let svc = hyper::service::service_fn(move |req| {
         let eg = eg.clone();
         async move { Ok::<_, Infallible>(handle(eg, req).await) }
     });
-    let _ = b.serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+    let _ = server.serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
 }
 
 fn full(s: String) -> Body {
@@ -139,15 +147,24 @@ fn failed(f: Failure) -> Response<Body> {
     }
 }
 
-async fn handle(eg: Egress, mut req: Request<Incoming>) -> Response<Body> {
+/// A 431 when the request head is over `Limits::max_header_bytes` (hyper's buffer is at least 8 KiB).
+fn head_too_large(eg: &Egress, req: &Request<Incoming>) -> Option<Response<Body>> {
     let head_bytes: usize =
         req.uri().to_string().len() + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
-    if head_bytes > eg.limits().max_header_bytes {
-        return text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None, "warden: request head too large");
+    (head_bytes > eg.limits().max_header_bytes)
+        .then(|| text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None, "warden: request head too large"))
+}
+
+fn host_values(req: &Request<Incoming>) -> Vec<&[u8]> {
+    req.headers().get_all(header::HOST).iter().map(|v| v.as_bytes()).collect()
+}
+
+async fn handle(eg: Egress, mut req: Request<Incoming>) -> Response<Body> {
+    if let Some(r) = head_too_large(&eg, &req) {
+        return r;
     }
     let protocol = if req.method() == Method::CONNECT { "connect" } else { "http" };
-    let hosts: Vec<&[u8]> = req.headers().get_all(header::HOST).iter().map(|v| v.as_bytes()).collect();
-    let target = match classify(req.method().as_str(), &req.uri().to_string(), &hosts) {
+    let target = match classify(req.method().as_str(), &req.uri().to_string(), &host_values(&req)) {
         Ok(t) => t,
         Err(RequestError::Host(e)) => {
             let (host, why) = match &e {
@@ -168,21 +185,18 @@ async fn handle(eg: Egress, mut req: Request<Incoming>) -> Response<Body> {
         Target::Connect { host, port } => match eg.open(protocol, &host, port).await {
             Outcome::Denied(d) => denied(d),
             Outcome::Failed(f) => failed(f),
-            Outcome::Connected(upstream, addr) => {
+            Outcome::Connected(up) => {
                 let on_upgrade = hyper::upgrade::on(&mut req);
                 let eg2 = eg.clone();
                 tokio::spawn(async move {
-                    let Ok(up) = on_upgrade.await else { return };
-                    let t = TunnelTarget { host: &host, port, addr, protocol: "connect" };
-                    // The client connection is a plain socket underneath: take it back from hyper
-                    // (with any bytes hyper already read) and splice.
-                    match up.downcast::<TokioIo<TcpStream>>() {
-                        Ok(parts) => {
-                            let _ = tunnel_tcp(&eg2, parts.io.into_inner(), upstream, parts.read_buf.to_vec(), t).await;
-                        }
-                        Err(up) => {
-                            let _ = tunnel(&eg2, TokioIo::new(up), upstream, Vec::new(), t).await;
-                        }
+                    let Ok(upgraded) = on_upgrade.await else { return };
+                    let t = TunnelTarget { host: &host, port, addr: up.addr, protocol: "connect", raw: up.raw };
+                    // The client connection is a plain socket underneath (serve_http_conn gives hyper
+                    // a TokioIo<TcpStream>, so the downcast cannot fail): take it back from hyper,
+                    // with any bytes hyper already read.
+                    if let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() {
+                        let client = parts.io.into_inner();
+                        let _ = tunnel_tcp(&eg2, client, up.stream, parts.read_buf.to_vec(), t).await;
                     }
                 });
                 let mut r = Response::new(full(String::new()));
@@ -193,15 +207,15 @@ async fn handle(eg: Egress, mut req: Request<Incoming>) -> Response<Body> {
         Target::Absolute { host, port, path } => {
             // Decided on its own like every request; only then may an idle connection to one of
             // the addresses that passed the check be reused.
-            let ok = match eg.decide(protocol, &host, port).await {
-                Ok(ok) => ok,
+            let allowed = match eg.decide(protocol, &host, port).await {
+                Ok(allowed) => allowed,
                 Err(d) => return denied(d),
             };
-            let sender = match eg.pool().take(&ok) {
+            let (mut sender, addr) = match eg.pool().take(&allowed.addrs) {
                 Some(pooled) => pooled,
-                None => match eg.connect(&host, port, &ok).await {
-                    Outcome::Connected(upstream, addr) => match handshake(&eg, upstream).await {
-                        Ok(s) => (s, addr),
+                None => match eg.connect(&host, port, &allowed).await {
+                    Outcome::Connected(up) => match handshake(&eg, up.stream).await {
+                        Ok(s) => (s, up.addr),
                         Err(e) => {
                             return text(StatusCode::BAD_GATEWAY, None, &format!("warden: upstream {host}:{port}: {e}"))
                         }
@@ -210,7 +224,15 @@ async fn handle(eg: Egress, mut req: Request<Incoming>) -> Response<Body> {
                     Outcome::Denied(d) => return denied(d),
                 },
             };
-            forward(&eg, req, sender, &host, port, path).await
+            match exchange(&eg, req, &mut sender, &host, port, path).await {
+                Ok((resp, _)) => {
+                    // The connection serves the next request once this response's body is through;
+                    // the pool only hands it out when it is ready again.
+                    eg.pool().put(addr, sender);
+                    resp
+                }
+                Err(resp) => resp,
+            }
         }
     }
 }
@@ -263,20 +285,23 @@ async fn handshake(eg: &Egress, upstream: TcpStream) -> Result<Sender, hyper::Er
     Ok(sender)
 }
 
-async fn forward(
+/// Sends `req` upstream on `sender` as origin-form `path` (hop-by-hop headers removed, `Host` set
+/// when the client sent none) and returns the upstream's response with its hop-by-hop headers
+/// removed, and whether the upstream keeps the connection open after it; or an error response.
+async fn exchange(
     eg: &Egress,
     req: Request<Incoming>,
-    (mut sender, addr): (Sender, SocketAddr),
+    sender: &mut Sender,
     host: &Host,
     port: u16,
     path: String,
-) -> Response<Body> {
+) -> Result<(Response<Body>, bool), Response<Body>> {
     let limits = eg.limits();
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.uri = match path.parse::<Uri>() {
         Ok(u) => u,
-        Err(_) => return text(StatusCode::BAD_REQUEST, None, "warden: malformed request path"),
+        Err(_) => return Err(text(StatusCode::BAD_REQUEST, None, "warden: malformed request path")),
     };
     parts.version = http::Version::HTTP_11;
     if !parts.headers.contains_key(header::HOST) {
@@ -294,17 +319,33 @@ async fn forward(
         .await
     {
         Err(_) => {
-            return text(StatusCode::GATEWAY_TIMEOUT, None, &format!("warden: upstream {host}:{port} did not answer"))
+            let msg = format!("warden: upstream {host}:{port} did not answer");
+            return Err(text(StatusCode::GATEWAY_TIMEOUT, None, &msg));
         }
-        Ok(Err(e)) => return text(StatusCode::BAD_GATEWAY, None, &format!("warden: upstream {host}:{port}: {e}")),
+        Ok(Err(e)) => return Err(text(StatusCode::BAD_GATEWAY, None, &format!("warden: upstream {host}:{port}: {e}"))),
         Ok(Ok(r)) => r,
     };
-    // The connection serves the next request once this response's body is through; the pool
-    // only hands it out when it is ready again.
-    eg.pool().put(addr, sender);
     let (mut parts, body) = resp.into_parts();
+    let keep_alive = keeps_alive(parts.version, &parts.headers);
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+    Ok((Response::from_parts(parts, body.boxed()), keep_alive))
+}
+
+/// Whether an HTTP/1.x message with these headers leaves the connection open (RFC 9112 §9.3).
+fn keeps_alive(version: http::Version, headers: &http::HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if version == http::Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
 }
 
 async fn read_more<R: AsyncRead + Unpin>(
@@ -393,38 +434,12 @@ async fn socks_conn(eg: &Egress, mut s: TcpStream) -> std::io::Result<()> {
         Outcome::Failed(Failure::Refused(_)) => {
             s.write_all(&socks::encode_reply(reply::CONNECTION_REFUSED, None)).await
         }
-        Outcome::Connected(upstream, addr) => {
-            let bound = upstream.local_addr().ok();
+        Outcome::Connected(up) => {
+            let bound = up.stream.local_addr().ok();
             s.write_all(&socks::encode_reply(reply::SUCCEEDED, bound)).await?;
-            let t = TunnelTarget { host: &host, port: req.port, addr, protocol: "socks5" };
-            tunnel_tcp(eg, s, upstream, buf, t).await
+            let t = TunnelTarget { host: &host, port: req.port, addr: up.addr, protocol: "socks5", raw: up.raw };
+            tunnel_tcp(eg, s, up.stream, buf, t).await
         }
-    }
-}
-
-/// Copies `r` to `w` until EOF (then shuts `w` down), or until neither direction saw traffic for `idle`.
-async fn pump<R, W>(r: &mut R, w: &mut W, idle: Duration, start: Instant, last: &AtomicU64) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
-            Ok(n) => n?,
-            Err(_) => {
-                let since = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
-                if since >= idle.as_millis() as u64 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "tunnel idle"));
-                }
-                continue;
-            }
-        };
-        if n == 0 {
-            return w.shutdown().await;
-        }
-        w.write_all(&buf[..n]).await?;
-        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
@@ -434,84 +449,27 @@ pub(crate) struct TunnelTarget<'a> {
     pub(crate) port: u16,
     pub(crate) addr: SocketAddr,
     pub(crate) protocol: &'static str,
+    /// A raw rule allows it: not inspected.
+    pub(crate) raw: bool,
 }
 
-/// Where `screen` reads more of the client's first bytes from.
-trait ClientBytes {
-    /// Appends what is available (at most up to [`MAX_SCAN_BYTES`] in all); `false` at EOF.
-    fn more<'a>(
-        &'a mut self,
-        buf: &'a mut Vec<u8>,
-    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'a;
+/// How a tunnel goes on once its first flight is judged.
+enum Screened {
+    /// A ClientHello naming the host: forward these bytes, then splice.
+    Tls(Vec<u8>),
+    /// An HTTP/1.x request: serve the tunnel as plain HTTP, starting with these bytes.
+    Http(Vec<u8>),
+    /// Denied (and recorded), or the client left before sending a byte: close.
+    Closed,
 }
 
-struct SocketBytes<'s> {
-    socket: &'s TcpStream,
-    clock: &'s crate::splice::IdleClock,
-}
-
-impl ClientBytes for SocketBytes<'_> {
-    fn more<'a>(
-        &'a mut self,
-        buf: &'a mut Vec<u8>,
-    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'a {
-        crate::splice::read_more(self.socket, buf, MAX_SCAN_BYTES, self.clock)
-    }
-}
-
-struct ReaderBytes<'r, R> {
-    reader: &'r mut R,
-    idle: Duration,
-}
-
-impl<R: AsyncRead + Unpin + Send> ClientBytes for ReaderBytes<'_, R> {
-    fn more<'a>(
-        &'a mut self,
-        buf: &'a mut Vec<u8>,
-    ) -> impl std::future::Future<Output = std::io::Result<bool>> + Send + 'a {
-        read_more(self.reader, buf, MAX_SCAN_BYTES, self.idle)
-    }
-}
-
-/// Holds back the client's first bytes until they are known not to be a TLS ClientHello for
-/// another host: `Ok(Some(bytes))` to forward, `Ok(None)` at EOF before any byte, an error (and a
-/// recorded `sni-mismatch`) otherwise. `more` reads more client bytes (`false` at EOF).
-async fn screen<S: ClientBytes>(
-    eg: &Egress,
-    t: &TunnelTarget<'_>,
-    initial: Vec<u8>,
-    src: &mut S,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = initial;
-    loop {
-        match scan_client_hello(&buf) {
-            Scan::NeedMore => {
-                if !src.more(&mut buf).await? {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "partial ClientHello"));
-                }
-            }
-            Scan::NotTls | Scan::Hello { sni: None } => return Ok(Some(buf)),
-            Scan::Hello { sni: Some(sni) } => {
-                if normalize_host(&sni).ok().as_ref() == Some(t.host) {
-                    return Ok(Some(buf));
-                }
-                let why = format!("SNI {:?}", crate::rules::shown(&sni));
-                eg.sni_mismatch(t.protocol, t.host, t.port, t.addr, why);
-                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "sni mismatch"));
-            }
-            Scan::Malformed(why) => {
-                eg.sni_mismatch(t.protocol, t.host, t.port, t.addr, format!("malformed ClientHello: {why}"));
-                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "malformed ClientHello"));
-            }
-        }
-    }
-}
-
-/// A tunnel between two TCP sockets: screened, then zero-copy (`splice`). Upstream-to-client
-/// bytes flow from the start, so protocols where the server speaks first work.
+/// A tunnel between two TCP sockets (CONNECT or SOCKS5).
+///
+/// A raw tunnel is spliced (zero-copy) in both directions from the start, so protocols where the
+/// server speaks first work. Any other tunnel forwards nothing, in either direction, until the
+/// client's first flight is judged (TLS and HTTP clients speak first): a ClientHello naming the
+/// host is forwarded and the rest spliced, unread; an HTTP/1.x request makes the proxy serve the
+/// tunnel as plain HTTP ([`serve_tunneled_http`]); anything else closes both sockets.
 async fn tunnel_tcp(
     eg: &Egress,
     client: TcpStream,
@@ -519,48 +477,204 @@ async fn tunnel_tcp(
     initial: Vec<u8>,
     t: TunnelTarget<'_>,
 ) -> std::io::Result<()> {
-    let clock = crate::splice::IdleClock::new(eg.limits().idle_timeout);
-    let down = crate::splice::pump(&upstream, &client, &clock);
-    let up = async {
-        let mut src = SocketBytes { socket: &client, clock: &clock };
-        match screen(eg, &t, initial, &mut src).await? {
-            None => crate::splice::shutdown_write(&upstream),
-            Some(first) => {
-                crate::splice::write_all(&upstream, &first, &clock).await?;
-                clock.touch();
-                crate::splice::pump(&client, &upstream, &clock).await
-            }
+    let clock = IdleClock::new(eg.limits().idle_timeout);
+    let first = if t.raw {
+        initial
+    } else {
+        match screen(eg, &t, initial, &client, &clock).await? {
+            Screened::Closed => return Ok(()),
+            Screened::Http(first) => return serve_tunneled_http(eg, &t, client, first, upstream).await,
+            Screened::Tls(first) => first,
         }
     };
+    if !first.is_empty() {
+        crate::splice::write_all(&upstream, &first, &clock).await?;
+        clock.touch();
+    }
+    drop(first);
+    let down = crate::splice::pump(&upstream, &client, &clock);
+    let up = crate::splice::pump(&client, &upstream, &clock);
     tokio::try_join!(down, up).map(|_| ())
 }
 
-/// The same for a client stream that is not a plain socket (copying, 64 KiB at a time).
-async fn tunnel<C>(
+/// Reads the client's first flight (after `initial`, the bytes already read) until [`judge`]
+/// decides, within [`MAX_FLIGHT_BYTES`] and `Limits::first_flight_timeout` from the tunnel's start.
+/// A denial is recorded as a decision before the tunnel is closed.
+async fn screen(
     eg: &Egress,
-    client: C,
-    upstream: TcpStream,
+    t: &TunnelTarget<'_>,
     initial: Vec<u8>,
-    t: TunnelTarget<'_>,
-) -> std::io::Result<()>
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let idle = eg.limits().idle_timeout;
-    let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = upstream.into_split();
-    let down = pump(&mut ur, &mut cw, idle, start, &last);
-    let up = async {
-        let mut src = ReaderBytes { reader: &mut cr, idle };
-        let Some(first) = screen(eg, &t, initial, &mut src).await? else {
-            return uw.shutdown().await;
-        };
-        uw.write_all(&first).await?;
-        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        drop(first);
-        pump(&mut cr, &mut uw, idle, start, &last).await
+    client: &TcpStream,
+    clock: &IdleClock,
+) -> std::io::Result<Screened> {
+    let cap = eg.limits().first_flight_timeout;
+    let mut buf = initial;
+    let judged = tokio::time::timeout(cap, async {
+        // Bounded: every turn reads at least one byte, and `judge` decides by MAX_FLIGHT_BYTES.
+        loop {
+            match judge(&buf, t.host) {
+                Judgement::NeedMore => {
+                    if !crate::splice::read_more(client, &mut buf, MAX_FLIGHT_BYTES, clock).await? {
+                        return Ok::<_, std::io::Error>(None);
+                    }
+                }
+                decided => return Ok(Some(decided)),
+            }
+        }
+    })
+    .await;
+    let denial = match judged {
+        Ok(Ok(Some(Judgement::Tls))) => return Ok(Screened::Tls(buf)),
+        Ok(Ok(Some(Judgement::Http))) => return Ok(Screened::Http(buf)),
+        Ok(Ok(None)) if buf.is_empty() => return Ok(Screened::Closed),
+        Ok(Ok(None)) => incomplete(&buf, "the client closed the tunnel"),
+        Ok(Ok(Some(decided))) => decided,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => incomplete(&buf, &format!("nothing to judge after {} s", cap.as_secs_f32())),
     };
-    tokio::try_join!(down, up).map(|_| ())
+    if let Judgement::Deny { reason, detail } = denial {
+        deny_in_tunnel(eg, t, reason, detail);
+    }
+    Ok(Screened::Closed)
+}
+
+/// Records a denial inside an allowed tunnel (`rule` says what was seen).
+fn deny_in_tunnel(eg: &Egress, t: &TunnelTarget<'_>, reason: &'static str, detail: String) {
+    eg.record(Decision {
+        protocol: t.protocol,
+        host: t.host.to_string(),
+        port: t.port,
+        allowed: false,
+        reason: Some(reason),
+        rule: Some(detail),
+        addr: Some(t.addr),
+    });
+}
+
+/// A tunnel served as plain HTTP: hyper parses every request the client sends on it; each must
+/// name the tunnel's host and port ([`classify_tunneled`]), or it is answered 403 `host-mismatch`
+/// (recorded) and never reaches the upstream. Allowed requests go, one at a time, over the
+/// tunnel's own upstream connection (already decided and checked when the tunnel was opened);
+/// when the upstream ends that connection, the client's is ended after the response too.
+async fn serve_tunneled_http(
+    eg: &Egress,
+    t: &TunnelTarget<'_>,
+    client: TcpStream,
+    first: Vec<u8>,
+    upstream: TcpStream,
+) -> std::io::Result<()> {
+    let Ok(sender) = handshake(eg, upstream).await else { return Ok(()) };
+    let tunnel = Arc::new(TunneledHttp {
+        eg: eg.clone(),
+        host: t.host.clone(),
+        port: t.port,
+        addr: t.addr,
+        protocol: t.protocol,
+        sender: tokio::sync::Mutex::new(sender),
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        let tunnel = tunnel.clone();
+        async move { Ok::<_, Infallible>(tunnel.handle(req).await) }
+    });
+    let io = TokioIo::new(Prefixed { head: first, at: 0, inner: client });
+    let _ = http1_server(eg.limits()).serve_connection(io, svc).await;
+    Ok(())
+}
+
+struct TunneledHttp {
+    eg: Egress,
+    host: Host,
+    port: u16,
+    addr: SocketAddr,
+    protocol: &'static str,
+    sender: tokio::sync::Mutex<Sender>,
+}
+
+impl TunneledHttp {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if let Some(r) = head_too_large(&self.eg, &req) {
+            return r;
+        }
+        let (host, port) = (&self.host, self.port);
+        let path =
+            match classify_tunneled(req.method().as_str(), &req.uri().to_string(), &host_values(&req), host, port) {
+                Ok(path) => path,
+                Err(RequestError::HostMismatch { header, .. }) => {
+                    let t = TunnelTarget { host, port, addr: self.addr, protocol: self.protocol, raw: false };
+                    deny_in_tunnel(&self.eg, &t, "host-mismatch", format!("request for {header:?}"));
+                    let msg = format!(
+                        "warden: this tunnel goes to {host}:{port}; a request for {header:?} through it is refused \
+                         (open a tunnel to that host instead)"
+                    );
+                    return text(StatusCode::FORBIDDEN, Some("host-mismatch"), &msg);
+                }
+                Err(e) => return text(StatusCode::BAD_REQUEST, None, &format!("warden: {e}")),
+            };
+        let mut sender = self.sender.lock().await;
+        let ready = tokio::time::timeout(self.eg.limits().idle_timeout, sender.ready()).await;
+        if !matches!(ready, Ok(Ok(()))) {
+            let msg = format!("warden: the upstream {host}:{port} closed this tunnel's connection");
+            return closing(text(StatusCode::BAD_GATEWAY, None, &msg));
+        }
+        match exchange(&self.eg, req, &mut sender, host, port, path).await {
+            Ok((resp, true)) => resp,
+            Ok((resp, false)) | Err(resp) => closing(resp),
+        }
+    }
+}
+
+/// Marks a response as the last on its connection (hyper then closes it).
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// A stream that yields `head[at..]` (bytes already read from `inner`) before reading `inner`.
+struct Prefixed<S> {
+    head: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(rest) = this.head.get(this.at..).filter(|r| !r.is_empty()) {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.at += n;
+            if this.at == this.head.len() {
+                this.head = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

@@ -118,10 +118,15 @@ pub struct RepoScanConfig {
 /// One `[network] allow` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllowRule {
-    /// `example.com`, `*.example.com`, `*`, or any of them with `:PORT`.
+    /// `example.com`, `*.example.com`, `*`, or any of them with `:PORT` (a table's `port` key is
+    /// folded in here: `{ domain = "db.internal", port = 5432 }` is `db.internal:5432`).
     pub pattern: String,
     /// Last day the entry applies (`YYYY-MM-DD`); after it the entry is ignored with a warning.
     pub expires: Option<String>,
+    /// `raw = true`: CONNECT and SOCKS5 tunnels to this host and port may carry any protocol,
+    /// uninspected (`--allow-raw HOST:PORT`). Such an entry names a host (not `*`) and a port.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 /// The egress rules of a policy (syntax is checked by the egress proxy when it starts).
@@ -608,40 +613,24 @@ impl WardenConfig {
     }
 }
 
-/// `[network]` allow entries are strings or `{ domain = "...", expires = "YYYY-MM-DD" }`.
+/// `[network]` allow entries are strings or `{ domain = "...", port = N, raw = true, expires = ... }`.
 fn network_rules(net: &Section<'_>) -> Result<NetworkRules, PolicyError> {
     let mut rules = NetworkRules::default();
     if let Some(node) = net.get("allow") {
         let Kind::Array(items) = &node.kind else {
-            return Err(net.type_err("allow", node, "an array of domains or { domain, expires } tables"));
+            return Err(net.type_err("allow", node, "an array of domains or { domain, port, raw, expires } tables"));
         };
         for item in items {
             match &item.kind {
-                Kind::String(s) => rules.allow.push(AllowRule { pattern: s.clone(), expires: None }),
-                Kind::Table(entries) => {
-                    let mut rule = AllowRule { pattern: String::new(), expires: None };
-                    for (k, v) in entries {
-                        match (k.as_str(), &v.kind) {
-                            ("domain", Kind::String(d)) => rule.pattern = d.clone(),
-                            ("expires", Kind::String(d) | Kind::Datetime(d)) => rule.expires = Some(d.clone()),
-                            ("domain" | "expires", _) => {
-                                return Err(net.type_err(k, v, "a string (domain) or a date such as 2026-12-31"))
-                            }
-                            _ => {
-                                return Err(net.value_err(
-                                    "allow",
-                                    v,
-                                    format!("unknown key {k:?} in an allow entry (accepted: domain, expires)"),
-                                ))
-                            }
-                        }
-                    }
-                    if rule.pattern.is_empty() {
-                        return Err(net.value_err("allow", item, "an allow entry needs a domain".to_owned()));
-                    }
-                    rules.allow.push(rule);
+                Kind::String(s) => rules.allow.push(AllowRule { pattern: s.clone(), expires: None, raw: false }),
+                Kind::Table(entries) => rules.allow.push(allow_table(net, item, entries)?),
+                _ => {
+                    return Err(net.type_err(
+                        "allow",
+                        item,
+                        "a domain string or a { domain, port, raw, expires } table",
+                    ))
                 }
-                _ => return Err(net.type_err("allow", item, "a domain string or a { domain, expires } table")),
             }
         }
     }
@@ -664,6 +653,55 @@ fn network_rules(net: &Section<'_>) -> Result<NetworkRules, PolicyError> {
         }
     }
     Ok(rules)
+}
+
+/// One `{ domain, port, raw, expires }` allow entry; the port is folded into the pattern.
+fn allow_table(net: &Section<'_>, item: &Node, entries: &[(String, Node)]) -> Result<AllowRule, PolicyError> {
+    let mut rule = AllowRule::default();
+    let mut port = None;
+    for (k, v) in entries {
+        match (k.as_str(), &v.kind) {
+            ("domain", Kind::String(d)) => rule.pattern = d.clone(),
+            ("expires", Kind::String(d) | Kind::Datetime(d)) => rule.expires = Some(d.clone()),
+            ("port", Kind::Integer(p)) => match u16::try_from(*p).ok().filter(|p| *p != 0) {
+                Some(p) => port = Some(p),
+                None => return Err(net.value_err("allow", v, format!("port {p} is not a port (accepted: 1..=65535)"))),
+            },
+            ("raw", Kind::Boolean(b)) => rule.raw = *b,
+            ("domain", _) => return Err(net.type_err(k, v, "a string such as \"pypi.org\" or \"*.example.com\"")),
+            ("expires", _) => return Err(net.type_err(k, v, "a date such as 2026-12-31")),
+            ("port", _) => return Err(net.type_err(k, v, "a port number such as 5432")),
+            ("raw", _) => return Err(net.type_err(k, v, "true or false")),
+            _ => {
+                return Err(net.value_err(
+                    "allow",
+                    v,
+                    format!("unknown key {k:?} in an allow entry (accepted: domain, port, raw, expires)"),
+                ))
+            }
+        }
+    }
+    if rule.pattern.is_empty() {
+        return Err(net.value_err("allow", item, "an allow entry needs a domain".to_owned()));
+    }
+    let named_port =
+        rule.pattern.rsplit_once(':').is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(p) = port {
+        if named_port {
+            let msg = format!("the domain {:?} already names a port; give the port once", rule.pattern);
+            return Err(net.value_err("allow", item, msg));
+        }
+        rule.pattern = format!("{}:{p}", rule.pattern);
+    }
+    if rule.raw && port.is_none() && !named_port {
+        let msg = "a raw entry must name a port, e.g. { domain = \"db.internal\", port = 5432, raw = true }";
+        return Err(net.value_err("allow", item, msg.to_owned()));
+    }
+    if rule.raw && rule.pattern.starts_with("*:") {
+        let msg = "a raw entry must name a host, not \"*\" (raw TCP to any host skips every name check)";
+        return Err(net.value_err("allow", item, msg.to_owned()));
+    }
+    Ok(rule)
 }
 
 fn own(v: Vec<(&str, &Node)>) -> Vec<String> {
@@ -1108,13 +1146,47 @@ command = "y"
         )
         .expect("parses");
         let n = &cfg.network;
-        assert_eq!(n.allow[0], AllowRule { pattern: "pypi.org".into(), expires: None });
-        assert_eq!(n.allow[1], AllowRule { pattern: "*.example.com".into(), expires: Some("2026-12-31".into()) });
+        assert_eq!(n.allow[0], AllowRule { pattern: "pypi.org".into(), expires: None, raw: false });
+        assert_eq!(
+            n.allow[1],
+            AllowRule { pattern: "*.example.com".into(), expires: Some("2026-12-31".into()), raw: false }
+        );
         assert_eq!(n.allow[2].expires.as_deref(), Some("2027-01-01"));
         assert_eq!((n.deny.len(), n.allow_ports.as_slice()), (1, &[8080u16][..]));
         assert_eq!((n.allow_cidr.len(), n.allow_private.len(), n.resolve.len()), (1, 1, 1));
         assert!(err("[network]\nallow_ports = [70000]\n").contains(":2: key \"allow_ports\" in [network]"));
-        assert!(err("[network]\nallow = [{ host = \"x\" }]\n").contains("accepted: domain, expires"));
+        assert!(err("[network]\nallow = [{ host = \"x\" }]\n").contains("accepted: domain, port, raw, expires"));
         assert!(err("[network]\nallow = [3]\n").contains("allow"));
+    }
+
+    #[test]
+    fn raw_allow_entries() {
+        let (cfg, _) = parse(
+            "[network]\nallow = [{ domain = \"db.internal\", port = 5432, raw = true },\n  \
+             { domain = \"pg.example:6432\", raw = true, expires = 2030-01-01 }, { domain = \"web.test\", port = 8443 }]\n",
+        )
+        .expect("parses");
+        let n = &cfg.network;
+        assert_eq!(n.allow[0], AllowRule { pattern: "db.internal:5432".into(), expires: None, raw: true });
+        assert_eq!(
+            n.allow[1],
+            AllowRule { pattern: "pg.example:6432".into(), expires: Some("2030-01-01".into()), raw: true }
+        );
+        assert_eq!(n.allow[2], AllowRule { pattern: "web.test:8443".into(), expires: None, raw: false });
+        for (toml, want) in [
+            (
+                "[network]\nallow = [\n { domain = \"db.internal\", raw = true }]\n",
+                "/x/warden.toml:3: key \"allow\" in [network]: a raw entry must name a port, e.g. { domain = \"db.internal\", port = 5432, raw = true }",
+            ),
+            ("[network]\nallow = [{ domain = \"*\", port = 22, raw = true }]\n", ":2: key \"allow\" in [network]: a raw entry must name a host"),
+            ("[network]\nallow = [{ domain = \"a.test:1\", port = 2 }]\n", "already names a port"),
+            ("[network]\nallow = [{ domain = \"a.test\", port = 70000 }]\n", "port 70000 is not a port (accepted: 1..=65535)"),
+            ("[network]\nallow = [{ domain = \"a.test\", port = 0 }]\n", "port 0 is not a port"),
+            ("[network]\nallow = [{ domain = \"a.test\", port = \"22\" }]\n", "a port number such as 5432"),
+            ("[network]\nallow = [{ domain = \"a.test\", port = 22, raw = \"yes\" }]\n", "true or false"),
+        ] {
+            let e = err(toml);
+            assert!(e.contains(want), "{toml}: {e}");
+        }
     }
 }

@@ -1181,7 +1181,7 @@ mod tests {
     fn network_rules_need_the_allowlist() {
         let f = Fixture::new();
         let mut opts = PolicyOptions::default();
-        opts.network.allow.push(crate::config::AllowRule { pattern: "pypi.org".into(), expires: None });
+        opts.network.allow.push(crate::config::AllowRule { pattern: "pypi.org".into(), expires: None, raw: false });
         let e = resolve(&opts, &f.host(&[])).expect_err("offline has no allowlist").to_string();
         assert!(e.contains("--net allowlist"), "{e}");
         opts.net = Some(NetMode::Allowlist);

@@ -36,7 +36,7 @@ fn plan_for(ws: &Path, net: warden_policy::NetMode, argv: &[&str]) -> LaunchPlan
         ..Default::default()
     };
     if net == warden_policy::NetMode::Allowlist {
-        opts.network.allow.push(warden_policy::AllowRule { pattern: "example.test".into(), expires: None });
+        opts.network.allow.push(warden_policy::AllowRule { pattern: "example.test".into(), expires: None, raw: false });
     }
     let policy = warden_policy::resolve(&opts, &host).expect("policy").policy;
     let env = policy.env.apply(&host.env);

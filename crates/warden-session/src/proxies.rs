@@ -27,7 +27,7 @@ pub fn egress_config(rules: &NetworkRules) -> EgressConfig {
             allow: rules
                 .allow
                 .iter()
-                .map(|r| RuleSpec { pattern: r.pattern.clone(), expires: r.expires.clone() })
+                .map(|r| RuleSpec { pattern: r.pattern.clone(), expires: r.expires.clone(), raw: r.raw })
                 .collect(),
             deny: rules.deny.clone(),
             allow_ports: rules.allow_ports.clone(),

@@ -192,6 +192,8 @@ fn socks5_and_loopback_servers_inside_work() {
     let script = format!(
         "curl -sS -x socks5h://127.0.0.1:1080 http://test.example:{p}/index.html; \
          curl -sS -o /dev/null -w 'socks-denied=%{{http_code}}\\n' -x socks5h://127.0.0.1:1080 http://evil.test/; \
+         curl -sS -o /dev/null -w 'socks-other-host=%{{http_code}}\\n' -H 'Host: evil.test' \
+              -x socks5h://127.0.0.1:1080 http://test.example:{p}/index.html; \
          ({PY} -m http.server --bind 127.0.0.1 8000 >/dev/null 2>&1 &); \
          i=0; while [ $i -lt 50 ] && ! curl -s -o /dev/null http://127.0.0.1:8000/; do sleep 0.1; i=$((i+1)); done; \
          curl -sS -o /dev/null -w 'inside=%{{http_code}}\\n' http://127.0.0.1:8000/; exit 0",
@@ -201,7 +203,100 @@ fn socks5_and_loopback_servers_inside_work() {
         .success()
         .stdout_has("hello through the proxy")
         .stdout_has("socks-denied=000")
+        .stdout_has("socks-other-host=403")
         .stdout_has("inside=200");
+    let log = std::fs::read_to_string(s.root.join("state/audit.jsonl")).expect("audit");
+    assert!(log.contains("\"reason\":\"host-mismatch\"") && log.contains("\"protocol\":\"socks5\""), "{log}");
+}
+
+/// A python client inside the sandbox that opens CONNECT tunnels to test.example:PORT and
+/// prints one line per case.
+const TUNNEL_CLIENT: &str = r#"
+import socket, sys
+port = int(sys.argv[1])
+def tunnel():
+    s = socket.create_connection(('127.0.0.1', 3128), timeout=15)
+    s.sendall(b'CONNECT test.example:%d HTTP/1.1\r\nHost: test.example:%d\r\n\r\n' % (port, port))
+    f = s.makefile('rb')
+    assert b' 200 ' in f.readline()
+    while f.readline() not in (b'\r\n', b''):
+        pass
+    return s, f
+def response(f):
+    status = f.readline().decode().strip()
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b'\r\n', b''):
+            break
+        k, v = line.decode().split(':', 1)
+        headers[k.strip().lower()] = v.strip()
+    body = f.read(int(headers.get('content-length', 0)))
+    return status.split(' ')[1] if status else 'closed', headers, body.decode()
+def until_eof(f):
+    try:
+        return f.read(4096)
+    except OSError:
+        return b''
+for case, head in [('other-host', 'Host: evil.test'), ('allowed', 'Host: test.example:%d' % port)]:
+    s, f = tunnel()
+    s.sendall(('GET /index.html HTTP/1.1\r\n%s\r\n\r\n' % head).encode())
+    code, headers, body = response(f)
+    print(case, code, headers.get('x-warden-deny', '-'), headers.get('connection', '-'), body.strip())
+s, f = tunnel()
+s.sendall(b'SSH-2.0-OpenSSH_9.6\r\n')
+data = until_eof(f)
+print('garbage', 'PASSED: %r' % data[:300] if data else 'closed')
+"#;
+
+#[test]
+fn tunnels_carry_only_tls_or_http_for_their_host_unless_raw() {
+    let s = Scratch::temp();
+    let up = Upstream::files(&site(&s));
+    let client = s.file("ws/tunnel_client.py", TUNNEL_CLIENT);
+    let (client, port) = (client.display().to_string(), up.port.to_string());
+    let out = allowlisted(&s, up.port, &[], &[PY, &client, &port]);
+    out.success()
+        .stdout_has("other-host 403 host-mismatch")
+        // python's http.server answers HTTP/1.0 and closes: the tunnel's client connection is closed too.
+        .stdout_has("allowed 200 - close hello through the proxy")
+        .stdout_has("garbage closed");
+    let log = std::fs::read_to_string(s.root.join("state/audit.jsonl")).expect("audit");
+    assert!(log.contains("\"reason\":\"host-mismatch\"") && log.contains("\"reason\":\"not-tls\""), "{log}");
+    // With a raw rule for that host and port, tunnels to it are not inspected (on purpose): the
+    // same bytes reach the upstream, which refuses the garbage and serves any Host.
+    let raw = format!("test.example:{}", up.port);
+    let out = allowlisted(&s, up.port, &["--allow-raw", &raw], &[PY, &client, &port]);
+    out.success().stdout_has("other-host 200").stdout_has("garbage PASSED").stdout_has("Bad request");
+}
+
+#[test]
+fn raw_rules_in_flags_and_config_are_explained_and_checked() {
+    let s = Scratch::temp();
+    let explain =
+        |args: &[&str]| crate::warden().current_dir(&s.ws).args(["explain", "-p", "workspace-net"]).args(args).run();
+    explain(&["--allow-raw", "db.internal:5432"])
+        .success()
+        .stdout_has("allow db.internal:5432 raw TCP")
+        .stdout_has("anything else is closed unless a raw rule names that host and port");
+    explain(&["--allow-raw", "db.internal"]).code(2).stderr_has("a raw rule names a host and a port");
+    let cfg = s.file(
+        "warden.toml",
+        "[network]\nmode = \"allowlist\"\nallow = [{ domain = \"pg.internal\", port = 6432, raw = true }]\n",
+    );
+    explain(&["--config", cfg.to_str().expect("utf-8")]).success().stdout_has("allow pg.internal:6432 raw TCP");
+    let bad =
+        s.file("bad.toml", "[network]\nmode = \"allowlist\"\nallow = [{ domain = \"pg.internal\", raw = true }]\n");
+    explain(&["--config", bad.to_str().expect("utf-8")])
+        .code(125)
+        .stderr_has(&format!("{}:3: key \"allow\" in [network]: a raw entry must name a port", bad.display()));
+    // `*` never gets raw, from the command line either (the proxy refuses it when it starts).
+    crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--net", "allowlist", "--allow-raw", "*:22", "--", "true"])
+        .run()
+        .code(125)
+        .stderr_has("a raw rule must name a host");
 }
 
 #[test]

@@ -210,7 +210,7 @@ async fn events_come_back_over_the_control_channel() {
     let curl = "curl -s -o /dev/null -w '%{http_code}' -x \"$HTTP_PROXY\" http://denied.test/";
     let allow = |o: &mut warden_policy::PolicyOptions| {
         o.net = Some(warden_policy::NetMode::Allowlist);
-        o.network.allow.push(warden_policy::AllowRule { pattern: "allowed.test".into(), expires: None });
+        o.network.allow.push(warden_policy::AllowRule { pattern: "allowed.test".into(), expires: None, raw: false });
     };
     let mut h =
         spawn(&warden, spec(&p.ws, &p.audit, "offline", allow, &["sh", "-c", curl]), None).await.expect("spawn");

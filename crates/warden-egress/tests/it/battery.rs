@@ -237,7 +237,7 @@ async fn trailing_dot_case_wildcard_apex_expiry_port_and_deny() {
             allow("*.wild.example"),
             allow("apex.example"),
             allow("*"),
-            RuleSpec { pattern: "old.example".into(), expires: Some("2001-01-01".into()) },
+            RuleSpec { pattern: "old.example".into(), expires: Some("2001-01-01".into()), raw: false },
         ],
         deny: strings(&["*.blocked.example", "secret.apex.example", "old.example"]),
         allow_private: strings(&[]),
@@ -256,7 +256,7 @@ async fn trailing_dot_case_wildcard_apex_expiry_port_and_deny() {
         allow: vec![
             allow("*.wild.example"),
             allow("apex.example"),
-            RuleSpec { pattern: "old.example".into(), expires: Some("2001-01-01".into()) },
+            RuleSpec { pattern: "old.example".into(), expires: Some("2001-01-01".into()), raw: false },
         ],
         ..RulesConfig::default()
     })
@@ -307,25 +307,6 @@ async fn oversized_header_is_431() {
         .await;
     assert_eq!(r.status, 431, "{r:?}");
     up.assert_untouched("oversized header");
-}
-
-async fn socks_connect(proxy: std::net::SocketAddr, atyp: u8, addr: &[u8], port: u16) -> (TcpStream, u8) {
-    let mut s = TcpStream::connect(proxy).await.expect("connect");
-    s.write_all(&[5, 1, 0]).await.expect("greeting");
-    let mut m = [0u8; 2];
-    tokio::time::timeout(STEP, s.read_exact(&mut m)).await.expect("in time").expect("method");
-    assert_eq!(m, [5, 0]);
-    let mut req = vec![5, 1, 0, atyp];
-    if atyp == 3 {
-        req.push(u8::try_from(addr.len()).expect("short name"));
-    }
-    req.extend_from_slice(addr);
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).await.expect("request");
-    let mut r = [0u8; 10];
-    tokio::time::timeout(STEP, s.read_exact(&mut r)).await.expect("in time").expect("reply");
-    assert_eq!(r[0], 5);
-    (s, r[1])
 }
 
 #[tokio::test]

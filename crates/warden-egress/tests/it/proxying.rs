@@ -52,15 +52,16 @@ async fn absolute_form_get_is_forwarded_with_hop_by_hop_headers_stripped() {
 }
 
 #[tokio::test]
-async fn connect_tunnel_forwards_matching_sni_and_plain_bytes() {
+async fn connect_tunnel_forwards_a_matching_client_hello_and_raw_bytes_only_with_a_raw_rule() {
+    // Before issue 9 plain bytes went through any tunnel unchecked; now only a raw rule lets them.
     let up = Upstream::start(false).await;
-    let p = start_proxy(loopback_rules(up.port())).await;
-    for payload in [warden_egress::tls::build_client_hello(Some("TUNNEL.example.")), b"plain bytes".to_vec()] {
-        let mut s = TcpStream::connect(p.http).await.expect("connect");
-        let req = format!("CONNECT tunnel.example:{0} HTTP/1.1\r\nHost: tunnel.example:{0}\r\n\r\n", up.port());
-        s.write_all(req.as_bytes()).await.expect("write");
-        let r = read_response(&mut s).await;
-        assert_eq!(r.status, 200, "{r:?}");
+    let mut rules = loopback_rules(up.port());
+    rules.allow.push(allow_raw(&format!("raw.example:{}", up.port())));
+    rules.resolve.push("raw.example:127.0.0.1".into());
+    let p = start_proxy(rules).await;
+    let hello = warden_egress::tls::build_client_hello(Some("TUNNEL.example."));
+    for (authority, payload) in [("tunnel.example", hello), ("raw.example", b"plain bytes".to_vec())] {
+        let mut s = connect_tunnel(p.http, &format!("{authority}:{}", up.port())).await;
         // Send the payload in two pieces to exercise reassembly.
         let (a, b) = payload.split_at(payload.len() / 2);
         s.write_all(a).await.expect("write");
@@ -68,31 +69,39 @@ async fn connect_tunnel_forwards_matching_sni_and_plain_bytes() {
         s.write_all(b).await.expect("write");
         let mut echo = vec![0u8; payload.len()];
         tokio::time::timeout(STEP, s.read_exact(&mut echo)).await.expect("echo in time").expect("echo");
-        assert_eq!(echo, payload);
+        assert_eq!(echo, payload, "{authority}");
     }
     assert_eq!(up.conn_count(), 2);
+    let raw = p.sink.all().into_iter().find(|d| d.host == "raw.example").expect("raw decision");
+    assert_eq!((raw.allowed, raw.rule), (true, Some(format!("raw.example:{} (raw)", up.port()))));
 }
 
 #[tokio::test]
 async fn socks5_domain_allowed_data_flows() {
     let up = Upstream::start(false).await;
-    let p = start_proxy(loopback_rules(up.port())).await;
-    let mut s = TcpStream::connect(p.socks).await.expect("connect");
-    // Greeting and request pipelined in one write, as socks5h clients may do.
-    let mut msg = vec![5, 1, 0, 5, 1, 0, 3, 14];
-    msg.extend_from_slice(b"tunnel.example");
-    msg.extend_from_slice(&up.port().to_be_bytes());
-    msg.extend_from_slice(b"ping");
-    s.write_all(&msg).await.expect("write");
-    let mut reply = [0u8; 2 + 10];
-    tokio::time::timeout(STEP, s.read_exact(&mut reply)).await.expect("in time").expect("reply");
-    assert_eq!(&reply[..2], &[5, 0]);
-    assert_eq!(&reply[2..5], &[5, 0, 0], "success reply");
-    let mut echo = [0u8; 4];
-    tokio::time::timeout(STEP, s.read_exact(&mut echo)).await.expect("in time").expect("echo");
-    assert_eq!(&echo, b"ping");
-    let d = p.sink.last();
-    assert!(d.allowed && d.protocol == "socks5", "{d:?}");
+    let mut rules = loopback_rules(up.port());
+    rules.allow.push(allow_raw(&format!("raw.example:{}", up.port())));
+    rules.resolve.push("raw.example:127.0.0.1".into());
+    let p = start_proxy(rules).await;
+    let hello = warden_egress::tls::build_client_hello(Some("tunnel.example"));
+    for (name, payload) in [(&b"tunnel.example"[..], hello), (b"raw.example", b"ping".to_vec())] {
+        let mut s = TcpStream::connect(p.socks).await.expect("connect");
+        // Greeting, request and first bytes pipelined in one write, as socks5h clients may do.
+        let mut msg = vec![5, 1, 0, 5, 1, 0, 3, u8::try_from(name.len()).expect("short")];
+        msg.extend_from_slice(name);
+        msg.extend_from_slice(&up.port().to_be_bytes());
+        msg.extend_from_slice(&payload);
+        s.write_all(&msg).await.expect("write");
+        let mut reply = [0u8; 2 + 10];
+        tokio::time::timeout(STEP, s.read_exact(&mut reply)).await.expect("in time").expect("reply");
+        assert_eq!(&reply[..2], &[5, 0]);
+        assert_eq!(&reply[2..5], &[5, 0, 0], "success reply");
+        let mut echo = vec![0u8; payload.len()];
+        tokio::time::timeout(STEP, s.read_exact(&mut echo)).await.expect("in time").expect("echo");
+        assert_eq!(echo, payload);
+        let d = p.sink.last();
+        assert!(d.allowed && d.protocol == "socks5", "{d:?}");
+    }
 }
 
 #[tokio::test]

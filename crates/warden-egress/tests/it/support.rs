@@ -106,7 +106,12 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 pub fn allow(p: &str) -> RuleSpec {
-    RuleSpec { pattern: p.to_owned(), expires: None }
+    RuleSpec { pattern: p.to_owned(), expires: None, raw: false }
+}
+
+/// A raw allow rule (`HOST:PORT`): tunnels to it are not inspected.
+pub fn allow_raw(p: &str) -> RuleSpec {
+    RuleSpec { pattern: p.to_owned(), expires: None, raw: true }
 }
 
 pub fn strings(v: &[&str]) -> Vec<String> {
@@ -196,4 +201,34 @@ pub async fn assert_closed(s: &mut TcpStream) {
             Ok(Ok(_)) => continue,
         }
     }
+}
+
+/// Opens a CONNECT tunnel to `authority` through the proxy and asserts the 200.
+pub async fn connect_tunnel(proxy: SocketAddr, authority: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.expect("connect proxy");
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write CONNECT");
+    let r = read_response(&mut s).await;
+    assert_eq!(r.status, 200, "CONNECT {authority}: {r:?}");
+    s
+}
+
+/// A SOCKS5 CONNECT (`atyp` 1, 3 or 4 with `addr`); returns the stream and the reply code.
+pub async fn socks_connect(proxy: SocketAddr, atyp: u8, addr: &[u8], port: u16) -> (TcpStream, u8) {
+    let mut s = TcpStream::connect(proxy).await.expect("connect");
+    s.write_all(&[5, 1, 0]).await.expect("greeting");
+    let mut m = [0u8; 2];
+    tokio::time::timeout(STEP, s.read_exact(&mut m)).await.expect("in time").expect("method");
+    assert_eq!(m, [5, 0]);
+    let mut req = vec![5, 1, 0, atyp];
+    if atyp == 3 {
+        req.push(u8::try_from(addr.len()).expect("short name"));
+    }
+    req.extend_from_slice(addr);
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await.expect("request");
+    let mut r = [0u8; 10];
+    tokio::time::timeout(STEP, s.read_exact(&mut r)).await.expect("in time").expect("reply");
+    assert_eq!(r[0], 5);
+    (s, r[1])
 }
