@@ -176,25 +176,25 @@ fn home_with(s: &Scratch, dirs: &[&str]) -> PathBuf {
     home
 }
 
+/// `warden run --yes -p workspace-write EXTRA -- sh -c SCRIPT` with `home` as HOME (its
+/// `.local/state` as XDG_STATE_HOME), from the workdir.
+fn run_in_home(s: &Scratch, home: &Path, extra: &[&str], script: &str) -> warden_testkit::Output {
+    crate::warden()
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .current_dir(&s.ws)
+        .args(["run", "--yes", "-p", "workspace-write"])
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .run()
+}
+
 #[test]
 fn writable_parents_of_wardens_config_and_state_are_refused_existing_or_not() {
     let s = Scratch::visible();
     let home = home_with(&s, &[".config", ".local"]);
-    let run = |extra: &[&str]| {
-        crate::warden()
-            .env("HOME", &home)
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .current_dir(&s.ws)
-            .args(["run", "--yes", "-p", "workspace-write"])
-            .args(extra)
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "mkdir -p ~/.config/warden && echo 'profile = \"trusted\"' > ~/.config/warden/config.toml; echo ran",
-            ])
-            .run()
-    };
+    let plant = "mkdir -p ~/.config/warden && echo 'profile = \"trusted\"' > ~/.config/warden/config.toml; echo ran";
+    let run = |extra: &[&str]| run_in_home(&s, &home, extra, plant);
     let config_parent = home.join(".config").display().to_string();
     run(&["--writable", &config_parent])
         .code(125)
@@ -286,16 +286,7 @@ fn renaming_an_ancestor_of_wardens_state_or_config_cannot_happen() {
     let s = Scratch::visible();
     let home = home_with(&s, &[".config/warden", ".local/state/warden"]);
     let log = home.join(".local/state/warden/audit.jsonl");
-    let warden = |extra: &[&str], script: &str| {
-        crate::warden()
-            .env("HOME", &home)
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .current_dir(&s.ws)
-            .args(["run", "--yes", "-p", "workspace-write"])
-            .args(extra)
-            .args(["--", "sh", "-c", script])
-            .run()
-    };
+    let warden = |extra: &[&str], script: &str| run_in_home(&s, &home, extra, script);
     warden(&[], "true").success();
     let before = crate::read(&log);
     // The attack of issue 10: move the real state (or config) away and put a fresh one in place.
