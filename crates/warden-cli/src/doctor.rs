@@ -178,9 +178,15 @@ fn probe_offline() -> Result<Probe, String> {
         home: None,
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into())],
     };
-    // warden itself is the probe's command: a container image may have no `true`.
-    let me = std::env::current_exe().map_err(|e| format!("cannot find warden's own binary: {e}"))?;
-    let argv = [me.display().to_string(), "__true".to_owned()];
+    // `true`, or else warden itself (a container image may have no `true`; warden's own binary may
+    // sit under /tmp, which is private inside the sandbox, hence `true` first).
+    let argv = match ["/usr/bin/true", "/bin/true"].into_iter().find(|p| std::path::Path::new(p).exists()) {
+        Some(t) => vec![t.to_owned()],
+        None => {
+            let me = std::env::current_exe().map_err(|e| format!("cannot find warden's own binary: {e}"))?;
+            vec![me.display().to_string(), "__true".to_owned()]
+        }
+    };
     let spec = crate::config::session_spec(&args, &argv, host, None)?;
     let prepared = warden_session::prepare(spec).map_err(|e| e.to_string())?;
     // A probe of the kernel, not a session: no audit record, no proxy, nothing degraded on purpose.
