@@ -198,6 +198,12 @@ pub fn marker_pids(marker: &str) -> Vec<u32> {
     found
 }
 
+/// PIDs of the processes named `comm` whose command line contains `marker`.
+pub fn pids_named(marker: &str, comm: &str) -> Vec<u32> {
+    let name = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    marker_pids(marker).into_iter().filter(|&p| name(p).trim_end() == comm).collect()
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
