@@ -9,21 +9,29 @@
 //! budget. A clone of a single-threaded parent gives the same clean process; `launch::run`
 //! refuses to clone from a multi-threaded one.) PID 1 builds the mount tree in place (no
 //! pivot_root: bind sources are cloned, then `/` is made read-only), brings up `lo`, opens the
-//! proxies' listeners and waits until the parent serves them, opens the
+//! proxies' listeners and waits until the parent serves them, starts a session of its own
+//! (always: the host's terminal is never the sandbox's controlling terminal), opens the
 //! sandbox's pty when there is a terminal (PID 1 leads its session; the command's process group is
 //! the foreground one, so job control works), and forks the command child; it then reaps zombies,
-//! reports stops of the command and forwards signals until the command ends, kills whatever is
-//! left and reports. The command child sets rlimits, `no_new_privs`,
+//! reports stops of the command, forwards signals, stops and continues the whole sandbox when
+//! the parent stops and continues as a job, until the command ends or the deadline passes, kills
+//! whatever is left and reports. The command child sets rlimits, `no_new_privs`,
 //! Landlock, drops every capability, installs seccomp last, and execs.
 //!
 //! Guarantees: any failure before exec is reported as [`Message::SetupFailed`] naming the
 //! layer, and the command does not run; the command starts only after the parent accepted its
-//! proxy listeners; the command never inherits the control descriptors;
-//! when PID 1 goes, the kernel kills every process of the sandbox.
+//! proxy listeners; the command never inherits the control descriptors; no process of the
+//! sandbox has the host's terminal as its controlling terminal (`/dev/tty` is the sandbox's pty
+//! or fails with `ENXIO`); `--timeout` holds even while the parent is stopped: at the deadline
+//! PID 1 kills every process of the sandbox itself (in a pid namespace, `kill(-1, SIGKILL)`;
+//! without one, every descendant) and reports [`Message::TimedOut`];
+//! when PID 1 goes, the kernel kills every process of the sandbox (without a pid namespace, the
+//! command only: its descendants may outlive a killed PID 1).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::landlock::{self, LandlockPlan};
 use crate::plan::{LaunchPlan, MountStep, Rlimit, TtyPlan};
@@ -34,18 +42,36 @@ use crate::sys::{self, mount_attr, ChildEvent, Errno, Forked, FreshChild, Resolv
 /// Exit code of the init when setup failed (the parent maps it to 125).
 const SETUP_FAILED: i32 = 125;
 
-/// Signals that PID 1 forwards to the command when they were sent by a process (not the tty).
-const FORWARDED: &[libc::c_int] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGCONT,
-    libc::SIGALRM,
-];
+/// Exit code of the init when it killed the sandbox at the deadline.
+const TIMED_OUT: i32 = 124;
+
+/// The signals `warden run` relays to PID 1, which forwards them to the command: every signal
+/// that would end warden by default and that a process sends, not a fault of warden's own
+/// (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGSYS`, `SIGABRT`), plus `SIGWINCH` and
+/// `SIGCONT`. So no such signal ends warden with the terminal left in raw mode; `SIGCONT` also
+/// continues the whole sandbox after a job stop.
+pub(crate) fn forwarded_signals() -> Vec<libc::c_int> {
+    let mut v = vec![
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGCONT,
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGIO,
+        libc::SIGPWR,
+        libc::SIGSTKFLT,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+    ];
+    v.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    v
+}
 
 /// A setup failure: which layer, and what exactly.
 #[derive(Debug)]
@@ -92,11 +118,13 @@ impl Control {
 
 /// Entry point of the sandbox's PID 1, in a child just cloned (into the new namespaces, with
 /// its id maps written) from the single-threaded `warden run` parent, with the control socket at
-/// [`CONTROL_FD`] and every other descriptor above 2 closed. Never returns.
-pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan) -> ! {
+/// [`CONTROL_FD`] and every other descriptor above 2 closed. At `deadline` (`--timeout`, the
+/// same instant as the parent's) it kills the whole sandbox itself and reports
+/// [`Message::TimedOut`]. Never returns.
+pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan, deadline: Option<Instant>) -> ! {
     let Some(fd) = sys::take_fd(&me, CONTROL_FD) else { sys::exit_now(SETUP_FAILED) };
     let control = Control(fd);
-    let code = match pid1(&me, plan, &control) {
+    let code = match pid1(&me, plan, &control, deadline) {
         Ok(code) => code,
         Err(e) => {
             control.report(&e);
@@ -107,14 +135,16 @@ pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan) -> ! {
 }
 
 /// PID 1 of the sandbox (or, without namespaces, a subreaper).
-fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control) -> Result<i32, SetupError> {
+fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control, deadline: Option<Instant>) -> Result<i32, SetupError> {
     sys::set_name(c"warden-init");
-    let signals: Vec<libc::c_int> = FORWARDED.iter().copied().chain([libc::SIGCHLD]).collect();
-    let set = SigSet::of(&signals);
-    for &s in FORWARDED {
+    // SIGTSTP from the parent: stop the whole sandbox (its job stops); SIGCONT continues it.
+    let handled: Vec<libc::c_int> = forwarded_signals().into_iter().chain([libc::SIGTSTP]).collect();
+    let set = SigSet::of(&handled.iter().copied().chain([libc::SIGCHLD]).collect::<Vec<_>>());
+    // Blocked before the handlers exist, so none of them ever runs.
+    set.block().map_err(|e| fail("init", "sigprocmask", e))?;
+    for &s in &handled {
         sys::install_noop_handler(s).map_err(|e| fail("init", format!("sigaction({s})"), e))?;
     }
-    set.block().map_err(|e| fail("init", "sigprocmask", e))?;
 
     if plan.namespaces {
         build_mount_tree(plan, control)?;
@@ -155,8 +185,7 @@ fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control) -> Result<i32, Se
             // The command starts only once warden serves them (it answers with one packet); no
             // answer means warden refused the run, and it is about to kill us.
             control.send(&Message::ListenersSent);
-            let mut go = [0u8; 8];
-            if !matches!(sys::read(control.0.as_raw_fd(), &mut go), Ok(n) if n > 0) {
+            if !await_go(control, deadline) {
                 sys::exit_now(SETUP_FAILED);
             }
         }
@@ -164,24 +193,30 @@ fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control) -> Result<i32, Se
         sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).map_err(|e| fail("init", "PR_SET_CHILD_SUBREAPER", e))?;
     }
     sys::chdir(&plan.workdir).map_err(|e| fail("mount", format!("chdir {}", plan.workdir.display()), e))?;
-    // The command's terminal is a pty of the sandbox's own devpts: warden's terminal is never
-    // handed to the command (no ioctls on it, nothing to inject into), and ttyname() works.
-    // PID 1 leads the pty's session and the command gets a process group of its own in it, the
-    // foreground one: a group whose parent is in the same session is not orphaned, so the
-    // kernel delivers Ctrl-Z's SIGTSTP instead of discarding it, and job control works.
+    // A session of the sandbox's own, always: the host's terminal is never the sandbox's
+    // controlling terminal, so `/dev/tty` is the sandbox's pty or fails with ENXIO, and no
+    // process of the sandbox can read the host's terminal, change its modes or make itself its
+    // foreground group (warden's standard streams redirected or not, in the foreground or not).
+    sys::setsid().map_err(|e| fail("tty", "setsid (a session without the host's terminal)", e))?;
+    // The command's terminal is a pty of the sandbox's own (its private devpts; without a mount
+    // namespace, a new pty of the host's): warden's terminal is never handed to the command (no
+    // ioctls on it, nothing to inject into), and ttyname() works. PID 1 leads the pty's session
+    // and the command gets a process group of its own in it, the foreground one: a group whose
+    // parent is in the same session is not orphaned, so the kernel delivers Ctrl-Z's SIGTSTP
+    // instead of discarding it, and job control works.
     let pty = match &plan.tty {
         Some(t) => {
-            let (master, n) =
+            let (master, _) =
                 sys::open_pty_master(Path::new("/dev/ptmx")).map_err(|e| fail("tty", "opening /dev/ptmx", e))?;
             let _ = sys::set_winsize(master.as_raw_fd(), t.size);
+            let slave = sys::open_controlling_pty_peer(&master)
+                .map_err(|e| fail("tty", "opening the pty's slave as the controlling terminal", e))?;
             sys::send_with_fd(control.0.as_raw_fd(), &Message::PtyMaster.encode(), master.as_raw_fd())
                 .map_err(|e| fail("tty", "passing the pty to warden", e))?;
             drop(master);
-            let path = PathBuf::from(format!("/dev/pts/{n}"));
-            sys::setsid().map_err(|e| fail("tty", "setsid", e))?;
-            let slave =
-                sys::open_controlling_tty(&path).map_err(|e| fail("tty", format!("open {}", path.display()), e))?;
-            Some((slave, *t))
+            // Its name, for a Landlock rule without a mount namespace (programs reopen it by name).
+            let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).ok();
+            Some(Pty { slave, which: *t, path })
         }
         None => None,
     };
@@ -210,32 +245,121 @@ fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control) -> Result<i32, Se
     }
     drop(exec_r);
 
-    let status = supervise(child, &set, plan.namespaces, control);
-    control.send(&Message::Finished { status, peak_rss_kib: sys::children_max_rss_kib() });
-    Ok(match status {
-        CommandStatus::Exited(c) => c,
-        CommandStatus::Signaled(s) => 128 + s,
+    let ended = supervise(child, &set, plan.namespaces, control, deadline);
+    let peak_rss_kib = sys::children_max_rss_kib();
+    Ok(match ended {
+        Ended::Command(status) => {
+            control.send(&Message::Finished { status, peak_rss_kib });
+            match status {
+                CommandStatus::Exited(c) => c,
+                CommandStatus::Signaled(s) => 128 + s,
+            }
+        }
+        Ended::TimedOut => {
+            control.send(&Message::TimedOut { peak_rss_kib });
+            TIMED_OUT
+        }
     })
 }
 
-/// Reaps and forwards until `child` ends; then kills and reaps everything else. A stop of `child`
-/// is reported to the parent, which continues it with `SIGCONT` when its own job is continued.
-fn supervise(child: libc::pid_t, set: &SigSet, pid_namespace: bool, control: &Control) -> CommandStatus {
+/// The sandbox's pty, as the command's terminal.
+struct Pty {
+    /// The slave, PID 1's controlling terminal (the command's after `attach_tty`).
+    slave: OwnedFd,
+    /// Which of the command's standard descriptors it becomes.
+    which: TtyPlan,
+    /// Its path, when it could be read.
+    path: Option<PathBuf>,
+}
+
+/// Waits for the parent's go-ahead after the listeners were sent: `true` once it came. `false`
+/// when the parent refused the run (it is about to kill us); at the deadline, reports
+/// [`Message::TimedOut`] and ends PID 1 (the command never started).
+fn await_go(control: &Control, deadline: Option<Instant>) -> bool {
+    let fd = control.0.as_raw_fd();
+    if let Some(d) = deadline {
+        // Bounded by the deadline: poll wakes at the latest 60 s apart to look at the clock.
+        loop {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                control.send(&Message::TimedOut { peak_rss_kib: 0 });
+                sys::exit_now(TIMED_OUT);
+            }
+            let mut fds = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+            if sys::poll(&mut fds, left.as_millis().clamp(1, 60_000) as i32).is_err() {
+                return false;
+            }
+            if fds[0].revents != 0 {
+                break;
+            }
+        }
+    }
+    let mut go = [0u8; 8];
+    matches!(sys::read(fd, &mut go), Ok(n) if n > 0)
+}
+
+/// How supervision ended.
+enum Ended {
+    /// The command ended; every other process of the sandbox was killed.
+    Command(CommandStatus),
+    /// The deadline passed: every process of the sandbox was killed.
+    TimedOut,
+}
+
+/// Reaps and forwards until `child` ends or `deadline` passes; then kills and reaps everything
+/// else. A stop of `child` is reported to the parent, which stops like a job: it sends `SIGTSTP`
+/// (PID 1 stops every other process of the sandbox too) and, once continued, `SIGCONT` (PID 1
+/// continues the command, its process group, and what it stopped). The deadline holds whatever
+/// the parent does, stopped or not.
+fn supervise(
+    child: libc::pid_t,
+    set: &SigSet,
+    pid_namespace: bool,
+    control: &Control,
+    deadline: Option<Instant>,
+) -> Ended {
     let mut status = None;
+    let mut timed_out = false;
+    // While the sandbox is stopped as a job: the processes that were stopped already (by
+    // themselves or each other), which the job's SIGCONT must leave stopped.
+    let mut job_stop: Option<Vec<libc::pid_t>> = None;
     // A child may have exited before we started waiting.
     reap(child, &mut status, control);
     while status.is_none() {
-        let Ok((sig, code)) = set.wait() else { break };
+        let next = match deadline {
+            None => set.wait().ok(),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    timed_out = true;
+                    break;
+                }
+                match set.wait_timeout(left) {
+                    Ok(None) => continue,
+                    Ok(Some(s)) => Some(s),
+                    Err(_) => None,
+                }
+            }
+        };
+        let Some((sig, code)) = next else { break };
         if sig == libc::SIGCHLD {
             reap(child, &mut status, control);
-        } else if code <= 0 {
-            // Sent by a process (the parent forwarding): pass it on. Signals generated by the
-            // terminal (code > 0) already reached the command, which shares our process group.
+        } else if code > 0 {
+            // Generated by the kernel, not sent by the parent: PID 1 leads a session of its own,
+            // so this is at most the hangup of the sandbox's pty, whose master the parent holds.
+        } else if sig == libc::SIGTSTP {
+            if job_stop.is_none() {
+                job_stop = Some(stop_sandbox(pid_namespace));
+            }
+        } else {
             let _ = sys::kill(child, sig);
             if sig == libc::SIGCONT {
                 // Ctrl-Z stopped the terminal's whole foreground group: the command's own group
                 // when it runs on the sandbox's pty (it is a session leader there).
                 let _ = sys::kill(-child, sig);
+                if let Some(already) = job_stop.take() {
+                    continue_sandbox(pid_namespace, &already);
+                }
             }
         }
     }
@@ -245,7 +369,78 @@ fn supervise(child: libc::pid_t, set: &SigSet, pid_namespace: bool, control: &Co
         kill_descendants();
     }
     while let Ok(Some(_)) = sys::waitpid(-1, false) {}
-    status.unwrap_or(CommandStatus::Exited(SETUP_FAILED))
+    match status {
+        _ if timed_out => Ended::TimedOut,
+        Some(s) => Ended::Command(s),
+        None => Ended::Command(CommandStatus::Exited(SETUP_FAILED)),
+    }
+}
+
+/// Stops every process of the sandbox but PID 1 (its job stops): `kill(-1, SIGSTOP)` inside the
+/// pid namespace, which no fork escapes; without one, every descendant. Returns the processes
+/// that were stopped already.
+fn stop_sandbox(pid_namespace: bool) -> Vec<libc::pid_t> {
+    let already = sandbox_pids(pid_namespace).unwrap_or_default().into_iter().filter(|&p| is_stopped(p)).collect();
+    if pid_namespace {
+        let _ = sys::kill(-1, libc::SIGSTOP);
+    } else {
+        // Stopped processes do not fork: pass after pass until a pass finds nobody new (bounded).
+        let mut stopped: Vec<libc::pid_t> = Vec::new();
+        for _ in 0..64 {
+            let fresh: Vec<libc::pid_t> = descendants().into_iter().filter(|p| !stopped.contains(p)).collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for &p in &fresh {
+                let _ = sys::kill(p, libc::SIGSTOP);
+            }
+            stopped.extend(fresh);
+        }
+    }
+    already
+}
+
+/// Continues what [`stop_sandbox`] stopped: every process of the sandbox but those in `already`.
+/// Where PID 1 cannot list the sandbox's processes (a degraded `/proc` shows the outer pid
+/// namespace), every process of the pid namespace is continued.
+fn continue_sandbox(pid_namespace: bool, already: &[libc::pid_t]) {
+    match sandbox_pids(pid_namespace) {
+        Some(pids) => {
+            for p in pids.into_iter().filter(|p| !already.contains(p)) {
+                let _ = sys::kill(p, libc::SIGCONT);
+            }
+        }
+        None => {
+            let _ = sys::kill(-1, libc::SIGCONT);
+        }
+    }
+}
+
+/// The processes of the sandbox but PID 1: with a pid namespace, those its own `/proc` lists
+/// (`None` when `/proc` is not the namespace's own: a degraded `proc` layer); without one, the
+/// descendants.
+fn sandbox_pids(pid_namespace: bool) -> Option<Vec<libc::pid_t>> {
+    if !pid_namespace {
+        return Some(descendants());
+    }
+    // In the namespace's own /proc, PID 1 is 1.
+    if std::fs::read_link("/proc/self").ok()? != Path::new("1") {
+        return None;
+    }
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let pids = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()))
+        .filter(|&p| p != 1)
+        .collect();
+    Some(pids)
+}
+
+/// Whether `pid` is stopped (state `T` in `/proc/PID/stat`).
+fn is_stopped(pid: libc::pid_t) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses and may contain anything.
+    stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')).unwrap_or(false)
 }
 
 fn reap(child: libc::pid_t, status: &mut Option<CommandStatus>, control: &Control) {
@@ -267,28 +462,38 @@ fn reap(child: libc::pid_t, status: &mut Option<CommandStatus>, control: &Contro
     }
 }
 
-/// Without a pid namespace: SIGKILL every descendant listed in `/proc/self/task/*/children`,
-/// repeatedly, until none is left (bounded).
+/// Without a pid namespace: SIGKILL every descendant, repeatedly, until none is left (bounded).
 fn kill_descendants() {
     for _ in 0..64 {
-        let mut found = false;
-        let mut stack = vec![sys::getpid()];
-        while let Some(pid) = stack.pop() {
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
-            for t in tasks.flatten() {
-                let Ok(list) = std::fs::read_to_string(t.path().join("children")) else { continue };
-                for c in list.split_whitespace().filter_map(|s| s.parse::<libc::pid_t>().ok()) {
-                    let _ = sys::kill(c, libc::SIGKILL);
-                    found = true;
+        let found = descendants();
+        for &c in &found {
+            let _ = sys::kill(c, libc::SIGKILL);
+        }
+        while let Ok(Some(_)) = sys::waitpid(-1, true) {}
+        if found.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Every descendant of this process listed in `/proc/PID/task/*/children` (bounded: a process
+/// is visited once).
+fn descendants() -> Vec<libc::pid_t> {
+    let mut found = Vec::new();
+    let mut stack = vec![sys::getpid()];
+    while let Some(pid) = stack.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for t in tasks.flatten() {
+            let Ok(list) = std::fs::read_to_string(t.path().join("children")) else { continue };
+            for c in list.split_whitespace().filter_map(|s| s.parse::<libc::pid_t>().ok()) {
+                if !found.contains(&c) {
+                    found.push(c);
                     stack.push(c);
                 }
             }
         }
-        while let Ok(Some(_)) = sys::waitpid(-1, true) {}
-        if !found {
-            return;
-        }
     }
+    found
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,14 +518,9 @@ fn attach_tty(me: &FreshChild, tty: &OwnedFd, which: &TtyPlan) -> Result<(), Set
     Ok(())
 }
 
-fn command_child(
-    me: &FreshChild,
-    plan: &LaunchPlan,
-    exec_w: &OwnedFd,
-    pty: Option<&(OwnedFd, TtyPlan)>,
-) -> Result<Never, SetupError> {
-    if let Some((tty, which)) = pty {
-        attach_tty(me, tty, which)?;
+fn command_child(me: &FreshChild, plan: &LaunchPlan, exec_w: &OwnedFd, pty: Option<&Pty>) -> Result<Never, SetupError> {
+    if let Some(pty) = pty {
+        attach_tty(me, &pty.slave, &pty.which)?;
     }
     if !plan.namespaces {
         // No pid namespace to take the command down with PID 1: at least the command itself
@@ -347,7 +547,8 @@ fn command_child(
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(|e| fail("no_new_privs", "PR_SET_NO_NEW_PRIVS", e))?;
     }
     if let Some(ll) = &plan.landlock {
-        apply_landlock(ll)?;
+        // The command's pty by name (the rules cover /dev/pts only with a mount namespace).
+        apply_landlock(ll, pty.and_then(|p| p.path.as_deref()))?;
     }
     if plan.drop_privileges {
         drop_capabilities()?;
@@ -399,7 +600,7 @@ fn exec_search(program: &str, argv: &[CString], envp: &[CString], plan: &LaunchP
     Errno(if seen_eacces { libc::EACCES } else { libc::ENOENT })
 }
 
-fn apply_landlock(plan: &LandlockPlan) -> Result<(), SetupError> {
+fn apply_landlock(plan: &LandlockPlan, own_tty: Option<&Path>) -> Result<(), SetupError> {
     let handled = landlock::handled_fs(plan.abi);
     let net = if plan.deny_tcp && plan.abi >= 4 {
         landlock::net_access::BIND_TCP | landlock::net_access::CONNECT_TCP
@@ -410,7 +611,9 @@ fn apply_landlock(plan: &LandlockPlan) -> Result<(), SetupError> {
         if plan.scoped && plan.abi >= 6 { landlock::scope::ABSTRACT_UNIX_SOCKET | landlock::scope::SIGNAL } else { 0 };
     let ruleset = sys::landlock_create_ruleset(handled, net, scoped, plan.abi)
         .map_err(|e| fail("landlock", format!("landlock_create_ruleset (ABI {})", plan.abi), e))?;
-    for rule in &plan.rules {
+    let device = landlock::access::READ_FILE | landlock::access::WRITE_FILE | landlock::access::IOCTL_DEV;
+    let tty_rule = own_tty.map(|p| landlock::PathRule { path: p.to_path_buf(), access: device });
+    for rule in plan.rules.iter().chain(tty_rule.as_ref()) {
         let fd = match sys::open_path(&rule.path, false) {
             Ok(fd) => fd,
             // A rule for a path that does not exist grants nothing: skip it.

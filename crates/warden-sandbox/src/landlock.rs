@@ -146,9 +146,10 @@ pub fn plan_for(policy: &Policy, abi: u32) -> LandlockPlan {
 /// Landlock only grants, so "everything but M" becomes: every ancestor of a masked path gets
 /// only `READ_DIR` (its names can be listed), and each of its other entries gets `READ`; symlinks
 /// among those entries are skipped (a rule would land on their target). `/dev` is left out the
-/// same way, and only the harmless device nodes and the command's own terminal are granted.
+/// same way, and only the harmless device nodes are granted (PID 1 adds the sandbox's own pty,
+/// never the host's terminal, which the command does not get).
 /// `private_tmp` (warden's own temporary directory, which becomes `TMPDIR`) is writable.
-pub fn degraded_plan(policy: &Policy, abi: u32, private_tmp: &Path, own_tty: Option<&Path>) -> LandlockPlan {
+pub fn degraded_plan(policy: &Policy, abi: u32, private_tmp: &Path) -> LandlockPlan {
     let mut excluded: Vec<PathBuf> = policy.deny_read.clone();
     excluded.push("/dev".into());
     let mut rules = Vec::new();
@@ -156,9 +157,6 @@ pub fn degraded_plan(policy: &Policy, abi: u32, private_tmp: &Path, own_tty: Opt
     let device = access::READ_FILE | access::WRITE_FILE | access::IOCTL_DEV;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         rules.push(PathRule { path: Path::new("/dev").join(node), access: device });
-    }
-    if let Some(tty) = own_tty {
-        rules.push(PathRule { path: tty.to_path_buf(), access: device });
     }
     rules.push(PathRule { path: private_tmp.to_path_buf(), access: access::WRITE });
     for root in &policy.writable_roots {

@@ -5,9 +5,16 @@
 //! whole sandbox) when the timeout expires, when the caller's [`Supervisor`] cancels the run, or
 //! when this process dies (`PR_SET_PDEATHSIG`: PID 1's parent is the thread that called [`run`],
 //! which must be the process's only thread at that moment and lives as long as the process);
+//! the timeout is a wall-clock bound on the whole sandbox that PID 1 enforces too, so it holds
+//! while this process is stopped (the outcome is [`Outcome::TimedOut`] once it is continued);
 //! proxy listeners are handed to the supervisor, and the command starts only once it accepted
-//! them; signals sent to `warden` by other processes reach the command; terminal-generated
-//! signals are not duplicated; the report comes only after every process of the sandbox is gone.
+//! them; the sandbox never shares this process's session or terminal, and every signal that
+//! would end warden (but a fault of its own, or `SIGKILL`) reaches the command through PID 1
+//! instead; a job-control stop of warden (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`, or the command
+//! stopping on the sandbox's terminal while warden holds the foreground) stops every process of
+//! the sandbox first, and continuing warden continues them; warden's terminal is given back in
+//! the modes warden found it in before warden stops or ends (see `relay`); the report comes only
+//! after every process of the sandbox is gone.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -20,18 +27,10 @@ use crate::protocol::{CommandStatus, ListenerKind, Message, CONTROL_FD, MAX_MESS
 use crate::relay::Relay;
 use crate::sys::{self, Errno, Forked, SigSet, SingleThreaded, WaitStatus};
 
-/// Signals `warden run` relays to the sandbox.
-const RELAYED: &[libc::c_int] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGALRM,
-    libc::SIGCONT,
-];
+/// The job-control stops warden takes itself, after stopping the sandbox: blocked while the
+/// sandbox runs (so warden's own terminal access never raises them: warden reads the terminal
+/// only in the foreground, and restores its modes only there or before it stops).
+const JOB_STOPS: &[libc::c_int] = &[libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 /// How a launched command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,11 +188,14 @@ pub fn run(
         Ok(p) => p,
         Err(detail) => return Ok(setup_failed("protected path", detail)),
     };
-    let relayed = SigSet::of(RELAYED);
+    let relayed =
+        SigSet::of(&crate::init::forwarded_signals().into_iter().chain(JOB_STOPS.iter().copied()).collect::<Vec<_>>());
     relayed.block().map_err(sys_err("blocking signals"))?;
     let procs = cgroup.as_ref().map(|c| c.procs_file());
     let mut plan = plan.clone();
-    plan.tty = if plan.namespaces { detect_tty() } else { None };
+    // A pty of the sandbox's own in every mode: without namespaces it is a new pty of the host,
+    // still not warden's terminal.
+    plan.tty = detect_tty();
     let result = clone_and_wait(proof, &plan, timeout, &relayed, procs.as_deref(), supervisor);
     let _ = SigSet::unblock_all();
     drop(cgroup);
@@ -237,13 +239,16 @@ fn clone_and_wait(
     let sigfd = relayed.signalfd().map_err(sys_err("signalfd"))?;
     let parent = sys::getpid();
     let start = Instant::now();
+    // One deadline for both sides: PID 1 holds it while this process is stopped.
+    let deadline = timeout.map(|t| start + t);
     let flags = namespace_flags(plan);
     let pid1 = match sys::clone_process(proof, flags) {
         Ok(Forked::Parent(p)) => p,
         Ok(Forked::Child(child)) => {
             // A copy of this single-threaded process, in the new namespaces.
             drop((ours, sigfd));
-            become_pid1(child, plan, flags, parent, handshake, Pid1Fds { theirs, sync_r, sync_w, ready_r, ready_w })
+            let fds = Pid1Fds { theirs, sync_r, sync_w, ready_r, ready_w };
+            become_pid1(child, plan, flags, parent, handshake, deadline, fds)
         }
         Err(errno) if flags != 0 => return Ok(setup_failed(failing_namespace(plan), clone_detail(errno))),
         Err(errno) => return Err(LaunchError::Sys { what: "fork of the sandbox init", errno }),
@@ -266,7 +271,7 @@ fn clone_and_wait(
     sys::write_all(sync_w.as_raw_fd(), b"1").map_err(sys_err("releasing the sandbox init"))?;
     drop(sync_w);
     supervisor.started(pid1);
-    supervise(plan, pid1, pidfd, ours, sigfd, start, timeout, cgroup_procs.is_some(), supervisor)
+    supervise(plan, pid1, pidfd, ours, sigfd, start, deadline, cgroup_procs.is_some(), supervisor)
 }
 
 /// The descriptors PID 1 starts with (besides its standard ones).
@@ -286,6 +291,7 @@ fn become_pid1(
     flags: libc::c_int,
     parent: libc::pid_t,
     handshake: bool,
+    deadline: Option<Instant>,
     fds: Pid1Fds,
 ) -> ! {
     let Pid1Fds { theirs, sync_r, sync_w, ready_r, ready_w } = fds;
@@ -321,7 +327,7 @@ fn become_pid1(
     {
         sys::exit_now(125);
     }
-    crate::init::run_pid1(child, plan)
+    crate::init::run_pid1(child, plan, deadline)
 }
 
 /// The parent's loop while PID 1 runs: messages, signals, the terminal, the timeout and the
@@ -334,11 +340,10 @@ fn supervise(
     ours: OwnedFd,
     sigfd: OwnedFd,
     start: Instant,
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
     wait_for_exit: bool,
     supervisor: &mut dyn Supervisor,
 ) -> Result<Report, LaunchError> {
-    let deadline = timeout.map(|t| start + t);
     let mut messages: Vec<Message> = Vec::new();
     let mut timed_out = false;
     let mut cancelled: Option<String> = None;
@@ -390,8 +395,12 @@ fn supervise(
                         }
                     },
                     (Message::Stopped { .. }, _) => {
+                        // When warden holds the foreground of its terminal, it stops like a job;
+                        // otherwise the command stays stopped, as a shell would leave it.
                         if let Some(r) = relay.as_mut() {
-                            suspend_like_a_job(r, pid1);
+                            if r.suspend() {
+                                stop_like_a_job(Some(r), pid1, libc::SIGTSTP, true);
+                            }
                         }
                     }
                     (Message::Degraded { layer, why }, _) => {
@@ -401,32 +410,36 @@ fn supervise(
                     _ => {}
                 }
             }
-            // Every process of the sandbox is dead and reaped once PID 1 says Finished; what is
-            // left is PID 1's own exit and the kernel's namespace teardown, which need not delay
-            // the caller. PID 1 is killed (it would die with us by PDEATHSIG anyway).
-            if !wait_for_exit && messages.iter().any(|m| matches!(m, Message::Finished { .. })) {
+            // Every process of the sandbox is dead and reaped once PID 1 says Finished (or
+            // TimedOut); what is left is PID 1's own exit and the kernel's namespace teardown,
+            // which need not delay the caller. PID 1 is killed (it would die with us by PDEATHSIG
+            // anyway).
+            let ended = |m: &Message| matches!(m, Message::Finished { .. } | Message::TimedOut { .. });
+            if !wait_for_exit && messages.iter().any(ended) {
                 let _ = sys::kill(pid1, libc::SIGKILL);
                 break;
             }
         }
         if fds[1].revents != 0 {
-            while let Ok(Some((sig, code))) = sys::read_signalfd(&sigfd) {
-                if sig == libc::SIGWINCH {
-                    if let Some(r) = &relay {
-                        r.resize();
-                        continue;
+            // Bounded: each read takes one pending signal, and the kernel coalesces each standard
+            // signal into one pending instance.
+            for _ in 0..1024 {
+                let Ok(Some((sig, _code))) = sys::read_signalfd(&sigfd) else { break };
+                match (sig, relay.as_mut()) {
+                    (libc::SIGWINCH, Some(r)) => r.resize(),
+                    (libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU, r) => stop_like_a_job(r, pid1, sig, false),
+                    (_, r) => {
+                        if sig == libc::SIGCONT {
+                            // `fg` or `bg` after a stop: take the terminal back if it is ours again.
+                            if let Some(r) = r {
+                                r.resume();
+                            }
+                        }
+                        // From a process or from warden's terminal (Ctrl-C with the standard
+                        // streams redirected, a hangup): the sandbox has a session of its own, so
+                        // it gets the signal only from us.
+                        let _ = sys::kill(pid1, sig);
                     }
-                }
-                if sig == libc::SIGCONT {
-                    // `fg` or `bg` after a stop: take the terminal back if it is ours again.
-                    if let Some(r) = relay.as_mut() {
-                        r.resume();
-                    }
-                }
-                // code > 0: generated by the kernel (the terminal). Without a pty of its own the
-                // command shares our process group and already got it; with one, it did not.
-                if code <= 0 || relay.is_some() {
-                    let _ = sys::kill(pid1, sig);
                 }
             }
         }
@@ -463,14 +476,20 @@ fn supervise(
     let peak_rss_kib = messages
         .iter()
         .find_map(|m| match m {
-            Message::Finished { peak_rss_kib, .. } => Some(*peak_rss_kib),
+            Message::Finished { peak_rss_kib, .. } | Message::TimedOut { peak_rss_kib } => Some(*peak_rss_kib),
             _ => None,
         })
         .unwrap_or(0);
     // What PID 1 reported before a cancellation still wins: the command had already ended.
-    let reported = messages
-        .iter()
-        .any(|m| matches!(m, Message::Finished { .. } | Message::SetupFailed { .. } | Message::ExecFailed { .. }));
+    let reported = messages.iter().any(|m| {
+        matches!(
+            m,
+            Message::Finished { .. }
+                | Message::TimedOut { .. }
+                | Message::SetupFailed { .. }
+                | Message::ExecFailed { .. }
+        )
+    });
     let outcome = match (refused, cancelled) {
         (Some(r), _) => Outcome::SetupFailed { layer: r.layer, detail: r.detail },
         (None, Some(reason)) if !reported => Outcome::Cancelled { reason },
@@ -479,20 +498,36 @@ fn supervise(
     Ok(Report { outcome, duration, peak_rss_kib, degraded })
 }
 
-/// The command stopped (Ctrl-Z on the sandbox's terminal). When warden's terminal is ours, stop
-/// the way a job does: give the terminal back in its normal mode, stop warden's process group
-/// with `SIGTSTP` (the shell reports the job stopped), and once continued (`fg`) take the
-/// terminal back and continue the command. The stop takes effect before `kill` returns, so the
-/// code after it runs only when the job was continued, or when no stop happened at all (an
-/// orphaned process group, `SIGTSTP` ignored): either way the command must not stay stopped.
-fn suspend_like_a_job(relay: &mut Relay, pid1: libc::pid_t) {
-    if !relay.suspend() {
-        // Not in the foreground of a terminal: leave the command stopped, as a shell would.
-        return;
+/// Stops the way a job does, with `sig`: PID 1 stops every process of the sandbox (`SIGTSTP` to
+/// PID 1), the terminal goes back in the modes warden found it in, and warden stops (`group`:
+/// its whole process group, as the terminal would stop a job; otherwise itself, which is what
+/// the signal it received reached), so the shell reports the job stopped. Once continued (`fg`,
+/// `bg`), warden takes the terminal back if it is in the foreground again and continues the
+/// sandbox (`SIGCONT` to PID 1). The stop takes effect before [`stop_self`] returns, so the code
+/// after it runs only when warden was continued, or when no stop happened at all (an orphaned
+/// process group, whose stops the kernel discards): either way the sandbox must not stay stopped.
+/// A `--timeout` deadline passing meanwhile is PID 1's to enforce.
+fn stop_like_a_job(relay: Option<&mut Relay>, pid1: libc::pid_t, sig: libc::c_int, group: bool) {
+    let _ = sys::kill(pid1, libc::SIGTSTP);
+    let mut relay = relay;
+    if let Some(r) = relay.as_mut() {
+        r.suspend();
     }
-    let _ = sys::kill(0, libc::SIGTSTP);
-    relay.resume();
+    stop_self(sig, group);
+    if let Some(r) = relay {
+        r.resume();
+    }
     let _ = sys::kill(pid1, libc::SIGCONT);
+}
+
+/// Stops this process with the job-control signal `sig` (blocked while the sandbox runs), sent
+/// to its process group when `group`: the signal is raised while blocked, then unblocked, so its
+/// default action (stop) takes effect before the unblocking returns; then it is blocked again.
+fn stop_self(sig: libc::c_int, group: bool) {
+    let one = SigSet::of(&[sig]);
+    let _ = sys::kill(if group { 0 } else { sys::getpid() }, sig);
+    let _ = one.unblock();
+    let _ = one.block();
 }
 
 fn namespace_flags(plan: &LaunchPlan) -> libc::c_int {
@@ -603,7 +638,7 @@ fn decide(messages: &[Message], timed_out: bool, init: Option<WaitStatus>) -> Ou
             return Outcome::ExecFailed { program: program.clone(), errno: Errno(*errno) };
         }
     }
-    if timed_out {
+    if timed_out || messages.iter().any(|m| matches!(m, Message::TimedOut { .. })) {
         return Outcome::TimedOut;
     }
     for m in messages {

@@ -379,14 +379,13 @@ pub fn compile_degraded(
     }
     env.retain(|(k, _)| k != "TMPDIR");
     env.push(("TMPDIR".into(), private_tmp.display().to_string()));
-    let own_tty = std::fs::read_link("/proc/self/fd/0").ok().filter(|p| p.starts_with("/dev/pts/"));
     plan.env = env;
     plan.namespaces = false;
     plan.new_network = false;
     plan.mounts = Vec::new();
     plan.proxy = None;
     plan.credential_port = None;
-    plan.landlock = opts.landlock_abi.map(|abi| landlock::degraded_plan(policy, abi, private_tmp, own_tty.as_deref()));
+    plan.landlock = opts.landlock_abi.map(|abi| landlock::degraded_plan(policy, abi, private_tmp));
     plan.seccomp = Some(SeccompPlan {
         allow_nested_userns: false,
         deny_inet_sockets: policy.net != NetMode::Host,

@@ -84,10 +84,18 @@ pub enum Message {
         errno: i32,
     },
     /// The command stopped (Ctrl-Z on the sandbox's terminal, or a stop signal). The parent
-    /// suspends itself like a job would and sends `SIGCONT` to PID 1 when it is continued.
+    /// suspends itself like a job would: it sends `SIGTSTP` to PID 1 (which stops every other
+    /// process of the sandbox), stops, and sends `SIGCONT` to PID 1 when it is continued.
     Stopped {
         /// The stop signal.
         signal: i32,
+    },
+    /// The deadline (`--timeout`) passed and PID 1 killed every process of the sandbox itself
+    /// (the parent enforces the deadline too, but cannot while its job is stopped); the outcome
+    /// is a timeout, whenever the parent reads this. Sent after every process has been reaped.
+    TimedOut {
+        /// Peak RSS of the largest process of the sandbox, KiB.
+        peak_rss_kib: u64,
     },
     /// The command ended.
     /// Sent after every process of the sandbox has been killed and reaped.

@@ -2,10 +2,15 @@
 //! the master of the pty that PID 1 opened inside the sandbox.
 //!
 //! Guarantees: warden's terminal is put in raw mode only while warden is in its foreground
-//! process group, and is restored on every way out of the relay (drop included); keystrokes such
-//! as Ctrl-C reach the sandbox's line discipline, which signals the sandbox's foreground job;
-//! window size changes follow; output is drained before warden reports the exit status. When the
-//! command stops (Ctrl-Z), warden gives the terminal back and stops as a job; `fg` resumes both.
+//! process group, and warden reads keystrokes only then (a background warden leaves them to the
+//! foreground job); keystrokes such as Ctrl-C reach the sandbox's line discipline, which signals
+//! the sandbox's foreground job; window size changes follow; output is drained before warden
+//! reports the exit status. When the command stops (Ctrl-Z), warden gives the terminal back and
+//! stops as a job; `fg` resumes both. The terminal's modes as warden found them (at the start,
+//! and whenever warden takes the terminal back in the foreground) are restored on every way out
+//! of the relay (drop included) when warden is in the foreground then and they differ: raw mode,
+//! or anything else that changed them, never outlives warden. In the background the terminal
+//! belongs to the foreground job, whose modes warden leaves alone.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -20,9 +25,13 @@ const MAX_PENDING: usize = 64 << 10;
 /// Which side of the relay has something to do (see [`Relay::poll_fds`]).
 pub struct Relay {
     master: OwnedFd,
+    /// Warden's standard input, when it is a terminal; read only while `saved` is held.
     host_in: Option<RawFd>,
     host_out: RawFd,
+    /// The modes before raw mode, while warden holds its terminal in raw mode (foreground).
     saved: Option<SavedTermios>,
+    /// A terminal descriptor of warden's and its modes as warden found them.
+    found: Option<(RawFd, SavedTermios)>,
     pending: Vec<u8>,
     master_open: bool,
 }
@@ -31,10 +40,13 @@ impl Relay {
     /// Starts relaying for `master`, per the plan's idea of which descriptors are terminals.
     pub fn new(master: OwnedFd, tty: &TtyPlan) -> Self {
         let _ = sys::set_nonblocking(master.as_raw_fd());
+        let term = [(0, tty.stdin), (1, tty.stdout), (2, tty.stderr)].into_iter().find(|&(_, on)| on).map(|(fd, _)| fd);
+        let found = term.and_then(|fd| sys::get_termios(fd).ok().map(|t| (fd, t)));
         let foreground = tty.stdin && sys::is_foreground(0);
         let saved = if foreground { sys::make_raw(0).ok() } else { None };
         let host_out = if tty.stdout { 1 } else { 2 };
-        Relay { master, host_in: foreground.then_some(0), host_out, saved, pending: Vec::new(), master_open: true }
+        let host_in = tty.stdin.then_some(0);
+        Relay { master, host_in, host_out, saved, found, pending: Vec::new(), master_open: true }
     }
 
     /// The descriptors to poll now.
@@ -47,7 +59,7 @@ impl Relay {
             }
             v.push(libc::pollfd { fd: self.master.as_raw_fd(), events, revents: 0 });
         }
-        if let Some(fd) = self.host_in {
+        if let Some(fd) = self.host_in.filter(|_| self.saved.is_some()) {
             if self.pending.len() < MAX_PENDING {
                 v.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
             }
@@ -119,25 +131,39 @@ impl Relay {
         }
     }
 
-    /// Gives warden's terminal back in its normal mode before warden stops (job control).
-    /// `false` when warden does not hold the terminal in the foreground.
+    /// Gives warden's terminal back in the modes warden found it in, before warden stops (job
+    /// control). `false` when warden did not hold the terminal in raw mode (not in the
+    /// foreground).
     pub fn suspend(&mut self) -> bool {
-        match self.saved.take() {
-            Some(saved) => {
-                sys::restore_termios(0, &saved);
-                true
-            }
-            None => false,
-        }
+        let held = self.saved.take().map(|saved| sys::restore_termios(0, &saved)).is_some();
+        self.restore_found();
+        held
     }
 
-    /// After warden was continued: raw mode again if warden is back in the foreground (not after
-    /// `bg`), and the window size, which may have changed meanwhile.
+    /// After warden was continued: in the foreground again (not after `bg`), the terminal's
+    /// modes as they are now are the ones to give back, and raw mode again; and the window size,
+    /// which may have changed meanwhile.
     pub fn resume(&mut self) {
+        if let Some((fd, found)) = self.found.as_mut() {
+            if self.saved.is_none() && sys::is_foreground(*fd) {
+                if let Ok(now) = sys::get_termios(*fd) {
+                    *found = now;
+                }
+            }
+        }
         if self.host_in.is_some() && self.saved.is_none() && sys::is_foreground(0) {
             self.saved = sys::make_raw(0).ok();
         }
         self.resize();
+    }
+
+    /// Puts back the modes warden found, if they changed and warden is in the foreground.
+    fn restore_found(&self) {
+        if let Some((fd, found)) = &self.found {
+            if sys::is_foreground(*fd) && sys::get_termios(*fd).is_ok_and(|now| now != *found) {
+                sys::restore_termios(*fd, found);
+            }
+        }
     }
 
     /// Follows a window-size change of warden's terminal.
@@ -153,16 +179,12 @@ impl Relay {
         if self.master_open {
             self.copy_output();
         }
-        if let Some(saved) = self.saved.take() {
-            sys::restore_termios(0, &saved);
-        }
+        self.suspend();
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if let Some(saved) = self.saved.take() {
-            sys::restore_termios(0, &saved);
-        }
+        self.suspend();
     }
 }

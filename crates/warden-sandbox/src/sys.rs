@@ -652,6 +652,13 @@ impl SigSet {
         check_int(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) }).map(drop)
     }
 
+    /// Unblocks this set for the calling thread; a pending signal of the set is delivered (its
+    /// disposition acts) before this returns.
+    pub fn unblock(&self) -> SysResult<()> {
+        // SAFETY: the set is initialised; old mask is not requested.
+        check_int(unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) }).map(drop)
+    }
+
     /// Replaces the thread's mask with the empty set.
     pub fn unblock_all() -> SysResult<()> {
         let empty = SigSet::of(&[]);
@@ -675,6 +682,24 @@ impl SigSet {
             }
             return Ok((ret, info.si_code));
         }
+    }
+
+    /// Like [`SigSet::wait`], for at most `timeout`: `Ok(None)` when it passed without a signal
+    /// of the set (or a signal outside the set interrupted the wait).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> SysResult<Option<(libc::c_int, libc::c_int)>> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: siginfo_t is plain data that sigtimedwait fills.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the set is initialised, `info` is a valid out-pointer and `ts` a valid timespec.
+        let ret = unsafe { libc::sigtimedwait(&self.0, &mut info, &ts) };
+        if ret < 0 {
+            let e = Errno::last();
+            return if e.0 == libc::EAGAIN || e.0 == libc::EINTR { Ok(None) } else { Err(e) };
+        }
+        Ok(Some((ret, info.si_code)))
     }
 
     /// A `signalfd(2)` for this set (which must be blocked).
@@ -967,11 +992,13 @@ pub fn tcsetpgrp(fd: RawFd, pgrp: libc::pid_t) -> SysResult<()> {
     check_int(unsafe { libc::tcsetpgrp(fd, pgrp) }).map(drop)
 }
 
-/// Opens a terminal read-write (without `O_NOCTTY`) and makes it the controlling terminal.
-pub fn open_controlling_tty(path: &Path) -> SysResult<OwnedFd> {
-    let c = cstring(path)?;
-    // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    let fd = check_int(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })
+/// Opens the slave of the pty whose master is `master` (`TIOCGPTPEER`: no path lookup, so it is
+/// this pty's slave whatever is mounted on `/dev/pts`) and makes it the controlling terminal of
+/// the calling session leader (`TIOCSCTTY`), close-on-exec.
+pub fn open_controlling_pty_peer(master: &OwnedFd) -> SysResult<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as an integer and returns a new descriptor.
+    let fd = check_int(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) })
         .map(|fd| owned(fd as libc::c_long))?;
     // SAFETY: TIOCSCTTY takes an integer argument.
     check_int(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) })?;
@@ -981,13 +1008,33 @@ pub fn open_controlling_tty(path: &Path) -> SysResult<OwnedFd> {
 /// Saved terminal attributes; restored by [`restore_termios`].
 pub struct SavedTermios(libc::termios);
 
-/// Puts the terminal at `fd` in raw mode (like `cfmakeraw`), returning the previous settings.
-pub fn make_raw(fd: RawFd) -> SysResult<SavedTermios> {
+impl PartialEq for SavedTermios {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        a.c_iflag == b.c_iflag
+            && a.c_oflag == b.c_oflag
+            && a.c_cflag == b.c_cflag
+            && a.c_lflag == b.c_lflag
+            && a.c_line == b.c_line
+            && a.c_cc == b.c_cc
+            && a.c_ispeed == b.c_ispeed
+            && a.c_ospeed == b.c_ospeed
+    }
+}
+
+/// The attributes of the terminal at `fd` (`tcgetattr`).
+pub fn get_termios(fd: RawFd) -> SysResult<SavedTermios> {
     // SAFETY: termios is plain data that tcgetattr fills.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
     // SAFETY: `t` is a valid out-pointer.
     check_int(unsafe { libc::tcgetattr(fd, &mut t) })?;
-    let saved = SavedTermios(t);
+    Ok(SavedTermios(t))
+}
+
+/// Puts the terminal at `fd` in raw mode (like `cfmakeraw`), returning the previous settings.
+pub fn make_raw(fd: RawFd) -> SysResult<SavedTermios> {
+    let saved = get_termios(fd)?;
+    let mut t = saved.0;
     // SAFETY: `t` is a valid termios obtained above.
     unsafe { libc::cfmakeraw(&mut t) };
     // SAFETY: `t` is a valid termios.
@@ -995,7 +1042,7 @@ pub fn make_raw(fd: RawFd) -> SysResult<SavedTermios> {
     Ok(saved)
 }
 
-/// Restores attributes saved by [`make_raw`].
+/// Restores attributes saved by [`make_raw`] or [`get_termios`].
 pub fn restore_termios(fd: RawFd, saved: &SavedTermios) {
     // SAFETY: the termios was obtained from tcgetattr.
     unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, &saved.0) };

@@ -85,6 +85,58 @@ impl Supervisor for Test {
     }
 }
 
+/// Whether any process but this one has `marker` in its command line.
+fn marker_alive(marker: &str) -> bool {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries
+        .flatten()
+        .filter(|e| e.file_name() != me.as_str())
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
+}
+
+/// Polls `cond` every 20 ms for at most `limit`.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Keeps the parent's loop from running, as a stopped warden would, until the processes with
+/// `marker` appeared and then went (bounded): only PID 1 can kill them meanwhile.
+struct Busy {
+    control: (std::io::PipeReader, std::io::PipeWriter),
+    marker: String,
+    start: Instant,
+    appeared: bool,
+    gone_after: Option<Duration>,
+}
+
+impl Supervisor for Busy {
+    fn started(&mut self, _pid: i32) {
+        self.control.1.write_all(b"x").expect("write the control pipe");
+    }
+
+    fn control_fd(&self) -> Option<RawFd> {
+        Some(self.control.0.as_raw_fd())
+    }
+
+    fn control(&mut self) -> Control {
+        let mut b = [0u8; 1];
+        let _ = self.control.0.read(&mut b);
+        self.appeared = wait_until(Duration::from_secs(10), || marker_alive(&self.marker));
+        if self.appeared && wait_until(Duration::from_secs(15), || !marker_alive(&self.marker)) {
+            self.gone_after = Some(self.start.elapsed());
+        }
+        Control::Continue
+    }
+}
+
 fn case(name: &str, f: impl FnOnce()) {
     println!("launch: {name} ...");
     f();
@@ -150,6 +202,21 @@ fn main() {
         };
         let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut sup).expect("launch");
         assert_eq!(r.outcome, Outcome::Finished(CommandStatus::Signaled(libc::SIGTERM)), "{r:?}");
+    });
+    case("PID 1 kills the sandbox at the deadline while the parent is not acting", || {
+        let d = scratch();
+        let marker = format!("1000.{}77", std::process::id());
+        let script = format!("sleep {marker} & exec sleep {marker}");
+        let plan = plan_for(d.path(), warden_policy::NetMode::None, &["sh", "-c", &script]);
+        let start = Instant::now();
+        let mut sup =
+            Busy { control: std::io::pipe().expect("pipe"), marker, start, appeared: false, gone_after: None };
+        let r = launch::run(&plan, Some(Duration::from_secs(2)), &mut sup).expect("launch");
+        assert!(sup.appeared, "the command did not start");
+        let gone = sup.gone_after.expect("the sandbox outlived the deadline while the parent was busy");
+        assert!(gone >= Duration::from_secs(2) && gone < Duration::from_secs(12), "killed after {gone:?}");
+        assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
+        assert_eq!(r.outcome.exit_code(), 124);
     });
     case("a multi-threaded caller is refused", || {
         let d = scratch();

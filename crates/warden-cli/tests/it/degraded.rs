@@ -84,3 +84,41 @@ fn degraded_mode_refuses_network_and_named_unix_sockets() {
     assert_eq!(out.stdout.matches("errno 1\n").count(), 2, "both sockets refused with EPERM:\n{}", out.stdout);
     assert!(listener.accept().is_err(), "the host listener saw a connection");
 }
+
+/// Without namespaces too, the command gets a pty of its own (a new one of the host's), never
+/// warden's terminal, and can reopen it by name; with warden's streams redirected it has no
+/// controlling terminal at all, so it can neither read the user's terminal nor change its modes.
+#[test]
+fn degraded_mode_gives_the_command_its_own_pty_never_the_host_terminal() {
+    assert!(crate::have("/usr/bin/script"), "util-linux `script` is required (scripts/test.sh installs it)");
+    let s = Scratch::temp();
+    let steal = s.file("ws/steal.py", crate::tty::STEAL);
+    let warden = crate::warden_path();
+    let session = s.file(
+        "session.sh",
+        &format!(
+            "echo host-tty=$(tty)\nstty -g > {root}/before\necho 0 > /proc/sys/user/max_user_namespaces\ncd {ws}\n\
+             {warden} run --allow-degraded -- sh -c 'echo inner-tty=$(tty); echo x > $(tty) && echo reopen-ok'\n\
+             {warden} run --allow-degraded -- {py} {steal} </dev/null >{root}/out 2>&1\nstty -g > {root}/after\n",
+            root = s.root.display(),
+            ws = s.ws.display(),
+            warden = warden.display(),
+            py = crate::PY,
+            steal = steal.display()
+        ),
+    );
+    let mut cmd = crate::scrubbed_command("script");
+    cmd.args(["-qec", &format!("unshare -U -r sh {}", session.display()), "/dev/null"]).current_dir(&s.ws);
+    let out = crate::run_bounded(cmd, Duration::from_secs(60));
+    let tty_of = |key: &str| {
+        out.stdout.lines().find_map(|l| l.trim().split_once(key).map(|(_, t)| t.to_owned())).unwrap_or_default()
+    };
+    let (host, inner) = (tty_of("host-tty="), tty_of("inner-tty="));
+    assert!(host.starts_with("/dev/pts/") && inner.starts_with("/dev/pts/"), "{}", out.stdout);
+    assert_ne!(host, inner, "the command got warden's terminal:\n{}", out.stdout);
+    out.stdout_has("reopen-ok");
+    let saved = |f: &str| crate::read(&s.root.join(f)).trim().to_owned();
+    let stolen = saved("out");
+    assert!(stolen.contains("tty-open ENXIO") && !stolen.contains("READ"), "{stolen}");
+    assert_eq!(saved("before"), saved("after"), "terminal modes changed:\n{}", out.stdout);
+}

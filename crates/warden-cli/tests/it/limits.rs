@@ -299,3 +299,84 @@ fn private_tmpfs_directories_share_one_cap() {
     // Bounds are checked, naming the flag and the accepted range.
     s.sh_with("offline", &["--tmp-size", "4096"], "true").code(125).stderr_has("--tmp-size").stderr_has("1 MiB");
 }
+
+/// The pids cgroup directory (a `warden-*` child of one of the hierarchies warden uses) that
+/// holds process `pid`, from `/proc/PID/cgroup`.
+fn warden_cgroup_of(pid: u32) -> Option<std::path::PathBuf> {
+    let lines = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let roots = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/pids"];
+    lines.lines().filter_map(|l| l.rsplit_once(':').map(|(_, path)| path)).find_map(|path| {
+        let rel = path.strip_prefix('/').filter(|r| r.starts_with("warden-"))?;
+        roots.iter().map(|r| std::path::Path::new(r).join(rel)).find(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .is_ok_and(|p| p.split_whitespace().any(|x| x == pid.to_string()))
+        })
+    })
+}
+
+/// The start time of a process (field 22 of /proc/PID/stat).
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat.rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(19))
+        .and_then(|t| t.parse().ok())
+        .expect("starttime")
+}
+
+/// Root only (the pids cgroup exists only for root's `--max-procs`): the cgroup of a warden
+/// killed with SIGKILL is left behind, and the next run removes it; a cgroup of a live run, a
+/// stale-looking one that still has a process, and other directories stay.
+#[test]
+fn the_next_run_removes_the_pids_cgroup_of_a_killed_warden() {
+    root_only!();
+    let s = Scratch::temp();
+    let marker = sleep_marker(30);
+    let mut killed = Command::new(crate::warden_path())
+        .args(["run", "--max-procs", "50", "-C"])
+        .arg(&s.ws)
+        .args(["--", "sleep", &marker])
+        .current_dir(&s.ws)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn warden");
+    let mut sleep = None;
+    wait_until(Duration::from_secs(20), || {
+        sleep = crate::pids_named(&marker, "sleep").first().copied();
+        sleep.is_some()
+    });
+    let stale = sleep.and_then(warden_cgroup_of);
+    killed.kill().expect("SIGKILL warden");
+    let _ = killed.wait();
+    let stale = stale.unwrap_or_else(|| panic!("no warden pids cgroup holds the sandbox's sleep {sleep:?}"));
+    assert!(wait_until(Duration::from_secs(10), || marker_pids(&marker).is_empty()), "the sandbox survived");
+    assert!(stale.is_dir(), "{} vanished without a next run", stale.display());
+    let root = stale.parent().expect("a hierarchy").to_path_buf();
+    // A run in progress (this test process is alive) and a stale-looking cgroup that still holds
+    // a process must stay, as must anything not named by warden's scheme.
+    let me = std::process::id();
+    let live = root.join(format!("warden-{me}-{}-9999", start_time(me)));
+    let busy = root.join(format!("warden-{}-1-0", u32::MAX - 1));
+    let other = root.join(format!("warden-test-{me}"));
+    for d in [&live, &busy, &other] {
+        std::fs::create_dir(d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+    }
+    let mut holder = Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+    std::fs::write(busy.join("cgroup.procs"), holder.id().to_string()).expect("move sleep into the cgroup");
+    let out = crate::warden()
+        .current_dir(&s.ws)
+        .args(["run", "--max-procs", "50", "-C"])
+        .args([&s.ws])
+        .args(["--", "true"])
+        .run();
+    let (stale_left, live_left, busy_left, other_left) = (stale.is_dir(), live.is_dir(), busy.is_dir(), other.is_dir());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    for d in [&live, &busy, &other] {
+        let _ = wait_until(Duration::from_secs(5), || std::fs::remove_dir(d).is_ok() || !d.exists());
+    }
+    out.success();
+    assert!(!stale_left, "the stale cgroup {} was not removed by the next run", stale.display());
+    assert!(live_left && busy_left && other_left, "a cgroup that is not stale was removed");
+}

@@ -217,6 +217,24 @@ pub fn marker_pids(marker: &str) -> Vec<u32> {
     found
 }
 
+/// The state letter of process `pid` (`/proc/PID/stat`: `S`, `R`, `T` stopped, `Z`, ...).
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// PIDs of the processes named `comm` whose command line contains `marker`.
+pub fn pids_named(marker: &str, comm: &str) -> Vec<u32> {
+    let name = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    marker_pids(marker).into_iter().filter(|&p| name(p).trim_end() == comm).collect()
+}
+
+/// PIDs of the `warden` processes (not PID 1 of a sandbox, which is `warden-init`) whose command
+/// line contains `marker`.
+pub fn warden_pids(marker: &str) -> Vec<u32> {
+    pids_named(marker, "warden")
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

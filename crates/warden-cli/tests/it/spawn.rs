@@ -2,9 +2,10 @@
 //! gateway drive it: many sandboxed sessions with piped stdio, dropped handles, kill with a grace
 //! period, events over the control channel, and a key that only ever travels as a frame.
 //!
-//! Every session of a test runs in the process group of its `warden __session` process (PID 1 and
-//! the command inherit it), so "no process of theirs survives" is checked by scanning `/proc` for
-//! members of those groups.
+//! Every session of a test runs in the process group of its `warden __session` process, and its
+//! sandbox in the session that PID 1 leads (its pid is the session's and the process group's id;
+//! the command inherits them), so "no process of theirs survives" is checked by scanning `/proc`
+//! for members of those groups and sessions.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,7 +70,7 @@ fn exits(audit: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Processes (pid, comm) whose process group is one of `groups`.
+/// Processes (pid, comm) whose process group or session is one of `groups`.
 fn members_of(groups: &[u32]) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else { return out };
@@ -80,15 +81,17 @@ fn members_of(groups: &[u32]) -> Vec<(u32, String)> {
         let Some(close) = stat.rfind(')') else { continue };
         let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_owned();
         let mut rest = stat[close + 1..].split_whitespace();
-        let pgrp = rest.nth(2).and_then(|p| p.parse::<u32>().ok());
-        if pgrp.is_some_and(|g| groups.contains(&g)) {
+        let mut id = || rest.next().and_then(|p| p.parse::<u32>().ok());
+        let (_state, _ppid, pgrp, session) = (id(), id(), id(), id());
+        if [pgrp, session].into_iter().flatten().any(|g| groups.contains(&g)) {
             out.push((pid, comm));
         }
     }
     out
 }
 
-/// Waits (bounded) until no process of `groups` is left; returns what is left.
+/// Waits (bounded) until no process of `groups` (process groups or sessions) is left; returns
+/// what is left.
 async fn survivors(groups: &[u32]) -> Vec<(u32, String)> {
     let start = Instant::now();
     loop {
@@ -150,6 +153,7 @@ async fn fifty_sessions_at_once_and_ten_dropped_mid_run_leave_nothing_behind() {
         }
     }
     assert_eq!(groups.len(), 50);
+    groups.extend(pids1.iter().map(|&p| u32::try_from(p).expect("a pid")));
     let left = survivors(&groups).await;
     assert!(left.is_empty(), "processes of the sessions survived: {left:?}");
     for pid in pids1 {
@@ -191,15 +195,15 @@ async fn kill_terminates_first_and_kills_what_ignores_sigterm() {
     let script = "trap '' TERM; sleep 60 & wait; sleep 60";
     let mut h =
         spawn(&warden, spec(&p.ws, &p.audit, "offline", |_| {}, &["sh", "-c", script]), None).await.expect("spawn");
-    h.started().await.expect("started");
-    let group = h.pid().expect("pid");
+    let pid1 = h.started().await.expect("started");
+    let group = [h.pid().expect("pid"), u32::try_from(pid1).expect("a pid")];
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(members_of(&[group]).len() >= 3, "warden __session, PID 1, sh and sleep run: {:?}", members_of(&[group]));
+    assert!(members_of(&group).len() >= 3, "warden __session, PID 1, sh and sleep run: {:?}", members_of(&group));
     let end = h.kill(Duration::from_millis(300)).await.expect("kill");
     let exit = end.exit.as_ref().expect("a report");
     assert_eq!((exit.outcome.as_str(), exit.exit_code), ("cancelled", 137), "{end:?}");
     assert!(exit.detail.as_deref().is_some_and(|d| d.contains("killed by the session's owner")), "{end:?}");
-    let left = survivors(&[group]).await;
+    let left = survivors(&group).await;
     assert!(left.is_empty(), "{left:?}");
 }
 
