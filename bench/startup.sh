@@ -34,7 +34,10 @@ warden=$PWD/target/x86_64-unknown-linux-gnu/release/warden
 spawn_bench=$PWD/target/x86_64-unknown-linux-gnu/release/examples/spawn_bench
 work=$(mktemp -d /var/tmp/warden-bench-work.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-cd "$work"
+# The workdir is writable in workspace-write, so the audit log lives beside it, not inside it
+# (warden refuses a writable root that contains its state directory).
+mkdir -p "$work/wd"
+cd "$work/wd"
 
 export PATH="$bench_dir/pathbin:$PATH" CODEX_HOME="$bench_dir/codex-home"
 par8_warden="for i in 1 2 3 4 5 6 7 8; do $warden run -- true 2>/dev/null & done; wait"
