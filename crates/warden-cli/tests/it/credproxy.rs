@@ -199,22 +199,6 @@ fn a_credential_file_is_masked_and_works_with_the_network_off() {
         .stderr_has("network namespace");
 }
 
-/// The real Codex CLI (`$WARDEN_CODEX_BIN`, installed by scripts/test.sh with
-/// scripts/install-codex.sh). Outside CI a missing binary skips the test with a message; in CI
-/// (`CI` set) it fails, so the end-to-end check cannot silently vanish.
-fn codex_bin() -> Option<std::path::PathBuf> {
-    match std::env::var_os("WARDEN_CODEX_BIN").filter(|v| !v.is_empty()) {
-        Some(p) => Some(p.into()),
-        None if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
-            panic!("WARDEN_CODEX_BIN is not set: scripts/test.sh installs @openai/codex@0.169.0 and exports it")
-        }
-        None => {
-            eprintln!("skipped: WARDEN_CODEX_BIN is not set (scripts/install-codex.sh prints the path)");
-            None
-        }
-    }
-}
-
 /// The Codex config the README tells users to write, taken from the README itself so the
 /// documented recipe is what is tested.
 fn readme_codex_config() -> String {
@@ -229,7 +213,7 @@ fn readme_codex_config() -> String {
 
 #[test]
 fn real_codex_reaches_the_upstream_with_the_key_it_never_holds() {
-    let Some(codex) = codex_bin() else { return };
+    let Some(codex) = crate::codex_bin() else { return };
     let s = Scratch::visible();
     let up = FakeUpstream::start();
     up.set_deltas(&["Hello from ", "the fake upstream"]);
@@ -307,7 +291,7 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// that would reach the internet off) and no key of its own.
 #[test]
 fn the_seed_readme_works_as_written() {
-    let Some(codex) = codex_bin() else { return };
+    let Some(codex) = crate::codex_bin() else { return };
     let s = Scratch::visible();
     let up = FakeUpstream::start();
     up.set_deltas(&["seed ", "readme ", "works"]);
