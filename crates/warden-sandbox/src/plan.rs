@@ -397,9 +397,26 @@ pub fn compile_degraded(
 
 /// Searches the policy's writable roots for git repositories (`HOME` of `env` expands `~/` in
 /// config includes).
+///
+/// With the audit log on, the listings of directories that did not change since the last search
+/// come from a cache beside the log (`repo-scan/<roots>.json`): that directory is never inside
+/// a writable root (warden refuses such a root), so the sandbox cannot poison the cache to hide
+/// a repository from a later run.
 pub fn scan_repositories(policy: &Policy, env: &[(String, String)]) -> ScanReport {
     let home = env.iter().rev().find(|(k, _)| k == "HOME").map(|(_, v)| PathBuf::from(v)).filter(|p| p.is_absolute());
-    crate::repos::scan(&policy.writable_roots, &policy.repo_scan, home.as_deref())
+    let cache_file = policy.audit.path.as_deref().filter(|_| policy.audit.enabled).and_then(Path::parent).map(|dir| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in policy.writable_roots.iter().flat_map(|r| r.as_os_str().as_encoded_bytes().iter().chain(b"\0")) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        dir.join("repo-scan").join(format!("{h:016x}.json"))
+    });
+    let mut cache = cache_file.as_deref().map(crate::repos::ScanCache::load).unwrap_or_default();
+    let report = crate::repos::scan_cached(&policy.writable_roots, &policy.repo_scan, home.as_deref(), &mut cache);
+    if let Some(f) = &cache_file {
+        cache.store(f);
+    }
+    report
 }
 
 /// What is in `after` (a search after the run) that `before` (the plan's) did not have.

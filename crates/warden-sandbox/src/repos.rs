@@ -48,54 +48,153 @@ pub struct ScanReport {
     pub truncated: Option<String>,
 }
 
-/// Searches `roots` for repositories. `home` expands `~/` in include paths.
+/// What the walk needs of one directory: its subdirectories (not symlinks), its `.git` entry and
+/// whether it has the layout of a bare repository. Cached per directory, keyed on its inode and
+/// ctime (see [`ScanCache`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Listing {
+    ino: u64,
+    ctime: (i64, i64),
+    entries: u64,
+    subdirs: Vec<String>,
+    /// `.git`: `Some(true)` a file or symlink (a pointer), `Some(false)` a directory.
+    dot_git: Option<bool>,
+    bare: bool,
+}
+
+/// Directory listings of an earlier search, so that a directory whose inode and ctime did not
+/// change is not read again: `ctime` changes with every entry added, removed or renamed in it,
+/// and, unlike `mtime`, cannot be set back by the directory's owner (only by changing the
+/// system clock). A listing younger than [`RACY_SECS`] at the time it was taken is not trusted
+/// (a change in the same timestamp tick would go unseen).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ScanCache {
+    dirs: std::collections::HashMap<PathBuf, Listing>,
+    /// Whether anything was read afresh (the cache is worth writing back).
+    #[serde(skip)]
+    changed: bool,
+}
+
+/// Listings taken within this many seconds of their directory's last change are re-read.
+const RACY_SECS: i64 = 2;
+/// Largest cache file read.
+const MAX_CACHE_BYTES: u64 = 64 << 20;
+
+impl ScanCache {
+    /// The cache in `file`, or an empty one (missing, unreadable, too large or not parsable).
+    pub fn load(file: &Path) -> ScanCache {
+        let fresh = ScanCache::default;
+        let Ok(meta) = std::fs::metadata(file) else { return fresh() };
+        if meta.len() > MAX_CACHE_BYTES {
+            return fresh();
+        }
+        std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(fresh)
+    }
+
+    /// Writes the cache to `file` (atomically: a temporary file renamed over it), if it changed.
+    pub fn store(&self, file: &Path) {
+        if !self.changed {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(self) else { return };
+        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// The listing of `dir`: cached when its inode and ctime are those cached, read otherwise.
+    fn listing(&mut self, dir: &Path, now: i64) -> Option<Listing> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(dir).ok()?;
+        let (ino, ctime) = (meta.ino(), (meta.ctime(), meta.ctime_nsec()));
+        if let Some(l) = self.dirs.get(dir) {
+            if l.ino == ino && l.ctime == ctime {
+                return Some(l.clone());
+            }
+        }
+        let mut l = Listing { ino, ctime, entries: 0, subdirs: Vec::new(), dot_git: None, bare: false };
+        let (mut head, mut objects, mut refs) = (false, false, false);
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            l.entries += 1;
+            let name = entry.file_name();
+            let Ok(kind) = entry.file_type() else { continue };
+            if name == ".git" {
+                l.dot_git = Some(!kind.is_dir());
+                continue;
+            }
+            head |= name == "HEAD" && kind.is_file();
+            objects |= name == "objects" && kind.is_dir();
+            refs |= name == "refs" && kind.is_dir();
+            if let (true, Some(n)) = (kind.is_dir(), name.to_str()) {
+                l.subdirs.push(n.to_owned());
+            }
+        }
+        l.bare = head && objects && refs;
+        self.changed = true;
+        // Changed within the last tick or two: do not keep it, read it again next time.
+        if now - ctime.0 > RACY_SECS {
+            self.dirs.insert(dir.to_path_buf(), l.clone());
+        } else {
+            self.dirs.remove(dir);
+        }
+        Some(l)
+    }
+}
+
+/// Searches `roots` for repositories (without a cache). `home` expands `~/` in include paths.
+#[cfg(test)]
 pub fn scan(roots: &[PathBuf], bounds: &RepoScan, home: Option<&Path>) -> ScanReport {
+    scan_cached(roots, bounds, home, &mut ScanCache::default())
+}
+
+/// Searches `roots` for repositories, with the listings of an earlier search (updated in place).
+/// `home` expands `~/` in include paths.
+pub fn scan_cached(roots: &[PathBuf], bounds: &RepoScan, home: Option<&Path>, cache: &mut ScanCache) -> ScanReport {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    scan_at(roots, bounds, home, cache, now)
+}
+
+fn scan_at(roots: &[PathBuf], bounds: &RepoScan, home: Option<&Path>, cache: &mut ScanCache, now: i64) -> ScanReport {
     let mut report = ScanReport::default();
     let mut deep: Option<PathBuf> = None;
     'roots: for root in roots {
         // Depth-first with an explicit stack: (directory, depth below the root).
         let mut stack = vec![(root.clone(), 0u32)];
         while let Some((dir, depth)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            let mut subdirs = Vec::new();
-            // git takes a directory holding HEAD, objects/ and refs/ for a (bare) repository.
-            let (mut head, mut objects, mut refs) = (false, false, false);
-            for entry in entries.flatten() {
-                report.entries += 1;
-                if report.entries > bounds.max_entries {
-                    report.truncated = Some(format!(
-                        "stopped after {} directory entries (repo_scan.max_entries), in {}",
-                        bounds.max_entries,
-                        dir.display()
-                    ));
-                    break 'roots;
-                }
-                let name = entry.file_name();
-                let Ok(kind) = entry.file_type() else { continue };
-                if name == ".git" {
-                    // A symlinked `.git` is handled like a pointer file: protected itself, which
-                    // fails closed when the sandbox is built (warden does not follow it).
-                    if let Some(repo) = repository(&entry.path(), kind.is_file() || kind.is_symlink(), home) {
-                        report.repositories.push(repo);
-                    }
-                    continue;
-                }
-                head |= name == "HEAD" && kind.is_file();
-                objects |= name == "objects" && kind.is_dir();
-                refs |= name == "refs" && kind.is_dir();
-                if !kind.is_dir() || name.to_str().is_some_and(|n| bounds.skip.iter().any(|s| s == n)) {
-                    continue;
-                }
-                subdirs.push(entry.path());
+            let Some(listing) = cache.listing(&dir, now) else { continue };
+            report.entries += listing.entries;
+            if report.entries > bounds.max_entries {
+                report.entries = bounds.max_entries + 1;
+                report.truncated = Some(format!(
+                    "stopped after {} directory entries (repo_scan.max_entries), in {}",
+                    bounds.max_entries,
+                    dir.display()
+                ));
+                break 'roots;
             }
-            if head && objects && refs {
+            if let Some(pointer) = listing.dot_git {
+                // A symlinked `.git` is handled like a pointer file: protected itself, which
+                // fails closed when the sandbox is built (warden does not follow it).
+                if let Some(repo) = repository(&dir.join(".git"), pointer, home) {
+                    report.repositories.push(repo);
+                }
+            }
+            if listing.bare {
                 // A bare repository (or a gitdir git would discover on its own): it is the gitdir.
                 if let Some(repo) = repository(&dir, false, home) {
                     report.repositories.push(repo);
                 }
                 continue;
             }
-            for sub in subdirs {
+            for name in listing.subdirs.iter().rev() {
+                if bounds.skip.iter().any(|s| s == name) {
+                    continue;
+                }
+                let sub = dir.join(name);
                 if depth >= bounds.max_depth {
                     deep.get_or_insert(sub);
                     continue;
@@ -368,6 +467,36 @@ mod tests {
         let mut new = created(&before, &after);
         new.sort();
         assert_eq!(new, [Created::Repository(root.join(".git")), Created::Gitdir(bare.join("modules/sub"))]);
+    }
+
+    #[test]
+    fn cached_listings_are_used_until_their_directory_changes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(d.path()).expect("canon");
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::fs::create_dir_all(root.join("c/.git")).expect("mkdir");
+        // As if the tree were older than the racy window.
+        let later =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_secs() as i64 + 10;
+        let mut cache = ScanCache::default();
+        let first = scan_at(std::slice::from_ref(&root), &bounds(), None, &mut cache, later);
+        assert!(cache.changed && first.repositories.len() == 1);
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let file = elsewhere.path().join("cache/scan.json");
+        cache.store(&file);
+        let mut cache = ScanCache::load(&file);
+        let second = scan_at(std::slice::from_ref(&root), &bounds(), None, &mut cache, later);
+        assert!(!cache.changed, "nothing was read again");
+        assert_eq!(second.repositories, first.repositories);
+        assert_eq!(second.entries, first.entries);
+        // A repository created below: its parent's ctime changed, so that listing is read again.
+        std::fs::create_dir_all(root.join("a/b/.git")).expect("mkdir");
+        let third = scan_at(std::slice::from_ref(&root), &bounds(), None, &mut cache, later);
+        assert!(third.repositories.iter().any(|r| r.dot_git == root.join("a/b/.git")), "{third:?}");
+        // Within the racy window nothing is kept.
+        let mut fresh = ScanCache::default();
+        scan_cached(std::slice::from_ref(&root), &bounds(), None, &mut fresh);
+        assert!(fresh.dirs.is_empty(), "listings of just-changed directories are not trusted");
     }
 
     #[test]
