@@ -199,20 +199,9 @@ fn a_credential_file_is_masked_and_works_with_the_network_off() {
         .stderr_has("network namespace");
 }
 
-/// The real Codex CLI (`$WARDEN_CODEX_BIN`, installed by scripts/test.sh with
-/// scripts/install-codex.sh). Outside CI a missing binary skips the test with a message; in CI
-/// (`CI` set) it fails, so the end-to-end check cannot silently vanish.
+/// The real Codex CLI, or a skip note (a failure in CI): see [`warden_testkit::codex_bin`].
 fn codex_bin() -> Option<std::path::PathBuf> {
-    match std::env::var_os("WARDEN_CODEX_BIN").filter(|v| !v.is_empty()) {
-        Some(p) => Some(p.into()),
-        None if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
-            panic!("WARDEN_CODEX_BIN is not set: scripts/test.sh installs @openai/codex@0.169.0 and exports it")
-        }
-        None => {
-            eprintln!("skipped: WARDEN_CODEX_BIN is not set (scripts/install-codex.sh prints the path)");
-            None
-        }
-    }
+    warden_testkit::codex_bin()
 }
 
 /// The Codex config the README tells users to write, taken from the README itself so the
