@@ -1053,6 +1053,21 @@ max_file_size = 1048576
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let start =
+            doc.find("## warden's config\n\n```toml\n").expect("the example") + "## warden's config\n\n```toml\n".len();
+        let len = doc[start..].find("```\n").expect("its end");
+        let (cfg, warnings) = parse(&doc[start..start + len]).expect("the documented example parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.agent_rules.len(), 2);
+        assert_eq!(
+            (cfg.agent_rules[1].prefix.join(" "), cfg.agent_rules[1].decision),
+            ("git push".into(), RuleDecision::Deny)
+        );
+    }
+
+    #[test]
     fn agent_rule_errors_name_file_line_and_accepted_values() {
         for (toml, want) in [
             (

@@ -517,10 +517,9 @@ impl Worker {
                     std::process::exit(70);
                 }
                 if self.has(Fault::HangMidTurn) {
-                    // Silent until the process ends (stdin EOF, a kill).
-                    loop {
-                        std::thread::sleep(Duration::from_secs(3600));
-                    }
+                    // Silent until the process ends (stdin EOF, a kill), or ten minutes passed.
+                    std::thread::sleep(Duration::from_secs(600));
+                    return;
                 }
                 if self.has(Fault::ErrorNotification) {
                     let error = json!({ "message": "fake upstream hiccup; retrying", "codexErrorInfo": null });
