@@ -125,6 +125,11 @@ warden_bin=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "w
   "$stage/artifacts.json" | head -n 1)
 [ -x "$warden_bin" ] || { echo "cannot find the warden binary in cargo's output" >&2; exit 1; }
 cp "$warden_bin" "$stage/warden"
+# The fake app-server worker warden-agent's tests drive (they find it through WARDEN_FAKE_WORKER).
+fake_worker=$(jq -r 'select(.reason == "compiler-artifact" and .target.name == "fake-worker" and .profile.test == false) | .executable // empty' \
+  "$stage/artifacts.json" | head -n 1)
+[ -x "$fake_worker" ] || { echo "cannot find the fake-worker binary in cargo's output" >&2; exit 1; }
+cp "$fake_worker" "$stage/fake-worker"
 mkdir -m 1777 "$stage/tmp"
 trap 'rm -rf "$stage" "$hostdir"' EXIT
 failed=0
@@ -138,7 +143,7 @@ while read -r bin; do
   # Run from a directory nobody can read; HOME and TMPDIR are nobody's own.
   if out=$(cd "$stage" && setpriv --reuid=65534 --regid=65534 --clear-groups \
       env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$stage/tmp" TMPDIR="$stage/tmp" \
-      WARDEN_BIN="$stage/warden" WARDEN_TEST_TMP="$stage/tmp" WARDEN_TEST_HOST_DIR="$hostdir" CI="${CI:-}" \
+      WARDEN_BIN="$stage/warden" WARDEN_FAKE_WORKER="$stage/fake-worker" WARDEN_TEST_TMP="$stage/tmp" WARDEN_TEST_HOST_DIR="$hostdir" CI="${CI:-}" \
       WARDEN_CODEX_BIN="${WARDEN_CODEX_BIN:-}" \
       "./$name" 2>&1); then
     echo "$out" | grep -E '^test result' || true

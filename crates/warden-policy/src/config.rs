@@ -102,7 +102,51 @@ pub struct WardenConfig {
     pub audit: AuditConfig,
     /// `[network]` rules (allow, deny, allow_ports, allow_cidr, allow_private, resolve).
     pub network: NetworkRules,
+    /// `[[agent.rule]]` entries, in file order: how a gateway answers an agent's command
+    /// approval requests (see `warden_agent::approval`).
+    pub agent_rules: Vec<AgentRule>,
 }
+
+/// One `[[agent.rule]]`: a command whose words start with `prefix` gets `decision`.
+///
+/// ```toml
+/// [[agent.rule]]
+/// prefix = ["git", "status"]
+/// decision = "allow"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRule {
+    /// The leading words a command must have (at least one, none empty).
+    pub prefix: Vec<String>,
+    /// What a matching command gets.
+    pub decision: RuleDecision,
+    /// The 1-based line of the entry in the config file, if known.
+    #[serde(default)]
+    pub line: Option<usize>,
+}
+
+/// What an `[[agent.rule]]` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleDecision {
+    /// The command may run.
+    Allow,
+    /// The command is declined, whatever allow rules match too.
+    Deny,
+}
+
+impl RuleDecision {
+    /// The name in `warden.toml` and audit records.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleDecision::Allow => "allow",
+            RuleDecision::Deny => "deny",
+        }
+    }
+}
+
+/// The accepted `decision` values of an `[[agent.rule]]`.
+pub const RULE_DECISION_NAMES: &[&str] = &["allow", "deny"];
 
 /// `[filesystem] repo_scan = { max_depth = 8, max_entries = 200000, skip = [...] }`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,7 +512,7 @@ impl WardenConfig {
             &ctx,
             "the top-level table".to_owned(),
             &root,
-            &["profile", "filesystem", "network", "env", "limits", "audit"],
+            &["profile", "filesystem", "network", "env", "limits", "audit", "agent"],
         )?;
 
         if let Some(node) = top.get("profile") {
@@ -609,8 +653,76 @@ impl WardenConfig {
                 }
             }
         }
+        if let Some(agent) = top.child("agent", Some(&["rule"]))? {
+            cfg.agent_rules = agent_rules(&agent)?;
+        }
         Ok((cfg, warnings))
     }
+}
+
+/// `[[agent.rule]]`: an array of `{ prefix = [...], decision = "allow" | "deny" }` tables.
+fn agent_rules(agent: &Section<'_>) -> Result<Vec<AgentRule>, PolicyError> {
+    let Some(node) = agent.get("rule") else { return Ok(Vec::new()) };
+    let Kind::Array(items) = &node.kind else {
+        return Err(agent.type_err("rule", node, "an array of tables ([[agent.rule]] entries)"));
+    };
+    let mut rules = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(entries) = item.as_table() else {
+            return Err(agent.type_err("rule", item, "a table ([[agent.rule]] entry)"));
+        };
+        let (mut prefix, mut decision, mut prefix_node) = (None, None, item);
+        for (k, v) in entries {
+            match (k.as_str(), &v.kind) {
+                ("prefix", Kind::Array(words)) => {
+                    let mut out = Vec::with_capacity(words.len());
+                    for (i, w) in words.iter().enumerate() {
+                        match &w.kind {
+                            Kind::String(s) if !s.is_empty() => out.push(s.clone()),
+                            Kind::String(_) => {
+                                let msg = format!("prefix word {} is empty (every word must name something)", i + 1);
+                                return Err(agent.value_err("rule", w, msg));
+                            }
+                            _ => return Err(agent.type_err("prefix", w, "an array of strings")),
+                        }
+                    }
+                    prefix = Some(out);
+                    prefix_node = v;
+                }
+                ("prefix", _) => return Err(agent.type_err("prefix", v, "an array of strings")),
+                ("decision", Kind::String(d)) => {
+                    decision = Some(match d.as_str() {
+                        "allow" => RuleDecision::Allow,
+                        "deny" => RuleDecision::Deny,
+                        _ => {
+                            let msg = format!(
+                                "invalid decision {} (accepted: {})",
+                                crate::quote::toml_quote(d),
+                                RULE_DECISION_NAMES.join(", ")
+                            );
+                            return Err(agent.value_err("rule", v, msg));
+                        }
+                    })
+                }
+                ("decision", _) => return Err(agent.type_err("decision", v, "a string (allow or deny)")),
+                _ => {
+                    let msg = format!("unknown key {k:?} in an [[agent.rule]] entry (accepted: prefix, decision)");
+                    return Err(agent.value_err("rule", v, msg));
+                }
+            }
+        }
+        let prefix = prefix.filter(|p| !p.is_empty()).ok_or_else(|| {
+            let msg =
+                "an [[agent.rule]] entry needs a prefix of at least one word, e.g. prefix = [\"git\", \"status\"]";
+            agent.value_err("rule", prefix_node, msg.to_owned())
+        })?;
+        let decision = decision.ok_or_else(|| {
+            let msg = "an [[agent.rule]] entry needs a decision (accepted: allow, deny)";
+            agent.value_err("rule", item, msg.to_owned())
+        })?;
+        rules.push(AgentRule { prefix, decision, line: agent.ctx.line(item) });
+    }
+    Ok(rules)
 }
 
 /// `[network]` allow entries are strings or `{ domain = "...", port = N, raw = true, expires = ... }`.
@@ -923,6 +1035,73 @@ max_file_size = 1048576
     }
 
     #[test]
+    fn agent_rules_parse_in_order_with_lines() {
+        let (cfg, w) = parse(
+            "[[agent.rule]]\nprefix = [\"git\", \"status\"]\ndecision = \"allow\"\n\n[[agent.rule]]\n\
+             prefix = [\"git\", \"push\"]\ndecision = \"deny\"\n",
+        )
+        .expect("parse");
+        assert!(w.is_empty());
+        assert_eq!(
+            cfg.agent_rules,
+            [
+                AgentRule { prefix: vec!["git".into(), "status".into()], decision: RuleDecision::Allow, line: Some(1) },
+                AgentRule { prefix: vec!["git".into(), "push".into()], decision: RuleDecision::Deny, line: Some(5) },
+            ]
+        );
+        assert!(parse("profile = \"offline\"\n").expect("parse").0.agent_rules.is_empty());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let start =
+            doc.find("## warden's config\n\n```toml\n").expect("the example") + "## warden's config\n\n```toml\n".len();
+        let len = doc[start..].find("```\n").expect("its end");
+        let (cfg, warnings) = parse(&doc[start..start + len]).expect("the documented example parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.agent_rules.len(), 2);
+        assert_eq!(
+            (cfg.agent_rules[1].prefix.join(" "), cfg.agent_rules[1].decision),
+            ("git push".into(), RuleDecision::Deny)
+        );
+    }
+
+    #[test]
+    fn agent_rule_errors_name_file_line_and_accepted_values() {
+        for (toml, want) in [
+            (
+                "[[agent.rule]]\nprefix = [\"ls\"]\ndecision = \"yes\"\n",
+                "/x/warden.toml:3: key \"rule\" in [agent]: invalid decision \"yes\" (accepted: allow, deny)",
+            ),
+            (
+                "[[agent.rule]]\nprefix = [\"ls\"]\n",
+                "/x/warden.toml:1: key \"rule\" in [agent]: an [[agent.rule]] entry needs a decision (accepted: allow, deny)",
+            ),
+            (
+                "[[agent.rule]]\n\nprefix = []\ndecision = \"allow\"\n",
+                "/x/warden.toml:3: key \"rule\" in [agent]: an [[agent.rule]] entry needs a prefix of at least one word",
+            ),
+            ("[[agent.rule]]\nprefix = [\"\"]\ndecision = \"deny\"\n", ":2: key \"rule\" in [agent]: prefix word 1 is empty"),
+            (
+                "[[agent.rule]]\nprefix = \"git status\"\ndecision = \"allow\"\n",
+                ":2: key \"prefix\" in [agent]: expected an array of strings, found a string",
+            ),
+            ("[[agent.rule]]\nprefix = [\"a\", 1]\ndecision = \"allow\"\n", "expected an array of strings, found an integer"),
+            ("[[agent.rule]]\nprefix = [\"a\"]\ndecision = true\n", "expected a string (allow or deny), found a boolean"),
+            (
+                "[[agent.rule]]\nprefix = [\"a\"]\ndecision = \"allow\"\nmatch = \"exact\"\n",
+                ":4: key \"rule\" in [agent]: unknown key \"match\" in an [[agent.rule]] entry (accepted: prefix, decision)",
+            ),
+            ("[agent]\nrule = 3\n", ":2: key \"rule\" in [agent]: expected an array of tables ([[agent.rule]] entries)"),
+            ("[agent]\nrules = []\n", ":2: unknown key \"rules\" in [agent] (accepted: rule)"),
+        ] {
+            let e = err(toml);
+            assert!(e.contains(want), "{toml}\n{e}");
+        }
+    }
+
+    #[test]
     fn run_budgets_parse_and_zero_is_refused() {
         let (cfg, _) = parse("[audit]\nrun_budget_records = 50\nrun_budget_bytes = \"1M\"\n").expect("parse");
         assert_eq!((cfg.audit.run_budget_records, cfg.audit.run_budget_bytes), (Some(50), Some(1 << 20)));
@@ -956,7 +1135,7 @@ max_file_size = 1048576
         );
         assert_eq!(
             err("\n\nprofiles = \"offline\"\n"),
-            "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits, audit)"
+            "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits, audit, agent)"
         );
         assert_eq!(
             err("[network]\nmode = \"none\"\nallowed = []\n"),

@@ -22,7 +22,8 @@ pub mod size;
 mod toml_tree;
 
 pub use config::{
-    AllowRule, AuditConfig, CodexConfig, ConfigPath, ConfigWarning, EnvConfig, NetworkRules, WardenConfig,
+    AgentRule, AllowRule, AuditConfig, CodexConfig, ConfigPath, ConfigWarning, EnvConfig, NetworkRules, RuleDecision,
+    WardenConfig, RULE_DECISION_NAMES,
 };
 pub use env::{glob_match, EnvPolicy, CORE_ENV_VARS, DEFAULT_ENV_EXCLUDES};
 pub use error::{Location, PolicyError};

@@ -6,6 +6,11 @@
 //! `shared/reference/responses-upstream.md`). Other `POST`s get a small JSON answer; [`FakeUpstream::
 //! stream_bytes`] switches every `POST` to a streamed body of N bytes (throughput runs).
 //!
+//! With [`FakeUpstream::set_tool_call`], a request whose last `input` item is not a
+//! `function_call_output` (a new user turn) is answered with that function call instead
+//! (`response.output_item.added`/`done` of a `function_call` item), and the follow-up request
+//! that carries the call's output gets the message: how Codex is made to run a command.
+//!
 //! With [`FakeUpstream::gate_events`], every event after the first waits for one
 //! [`FakeUpstream::release`]: a test can read event 1 at the client, check [`FakeUpstream::events_sent`]
 //! is still 1, then release the rest (ordering by causality, not by timing).
@@ -67,6 +72,8 @@ struct State {
     gated: AtomicBool,
     gate: Arc<Semaphore>,
     events_sent: AtomicUsize,
+    tool_call: Mutex<Option<(String, String)>>,
+    calls: AtomicUsize,
 }
 
 /// See the module docs.
@@ -98,6 +105,8 @@ impl FakeUpstream {
             gated: AtomicBool::new(false),
             gate: Arc::new(Semaphore::new(0)),
             events_sent: AtomicUsize::new(0),
+            tool_call: Mutex::new(None),
+            calls: AtomicUsize::new(0),
         });
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake upstream on 127.0.0.1:0");
         std_listener.set_nonblocking(true).expect("nonblocking listener");
@@ -143,6 +152,31 @@ impl FakeUpstream {
     /// The text deltas of the SSE answer (default `["Hello", ", ", "world"]`).
     pub fn set_deltas(&self, deltas: &[&str]) {
         *self.state.deltas.lock().unwrap_or_else(|p| p.into_inner()) = deltas.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Answers each new user turn with a call of the function `name` with `arguments` (a JSON
+    /// string, e.g. `{"cmd":"git status"}` for Codex's `exec_command`); `None` restores plain
+    /// messages.
+    pub fn set_tool_call(&self, call: Option<(&str, &str)>) {
+        *self.state.tool_call.lock().unwrap_or_else(|p| p.into_inner()) =
+            call.map(|(n, a)| (n.to_owned(), a.to_owned()));
+    }
+
+    /// The `output` of every `function_call_output` the requests so far carried, in order.
+    pub fn function_outputs(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        for r in self.requests() {
+            let Ok(body) = serde_json::from_slice::<serde_json::Value>(&r.body) else { continue };
+            for item in body["input"].as_array().into_iter().flatten() {
+                if item["type"] == "function_call_output" {
+                    let out = item["output"].as_str().map(str::to_owned).unwrap_or_else(|| item["output"].to_string());
+                    if !seen.contains(&out) {
+                        seen.push(out);
+                    }
+                }
+            }
+        }
+        seen
     }
 
     /// Answers every `POST` with `n` streamed bytes (`application/octet-stream`, chunked) instead;
@@ -220,6 +254,10 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Response<Out> {
     };
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| parts.uri.path().to_owned());
     let headers = parts.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+    let last_is_output = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|b| b["input"].as_array().and_then(|i| i.last()).map(|l| l["type"] == "function_call_output"))
+        .unwrap_or(false);
     state.requests.lock().unwrap_or_else(|p| p.into_inner()).push(Recorded {
         method: parts.method.to_string(),
         path: path.clone(),
@@ -239,7 +277,14 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Response<Out> {
         let v = serde_json::json!({ "object": "fake", "path": parts.uri.path() });
         return full(StatusCode::OK, "application/json", v.to_string());
     }
-    let events = sse_events(&state.deltas.lock().unwrap_or_else(|p| p.into_inner()));
+    let tool_call = state.tool_call.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let events = match tool_call {
+        Some((name, arguments)) if !last_is_output => {
+            let n = state.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            function_call_events(&name, &arguments, n)
+        }
+        _ => sse_events(&state.deltas.lock().unwrap_or_else(|p| p.into_inner())),
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let st = state.clone();
     tokio::spawn(async move {
@@ -261,6 +306,31 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Response<Out> {
     r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
     r.headers_mut().insert("set-cookie", http::HeaderValue::from_static("fake_session=s3cr3t-cookie; Path=/"));
     r
+}
+
+/// The SSE frames of an answer that calls function `name` (call number `n`).
+pub fn function_call_events(name: &str, arguments: &str, n: usize) -> Vec<String> {
+    let id = format!("resp_fake_call_{n}");
+    let item = serde_json::json!({
+        "type": "function_call", "id": format!("fc_fake_{n}"), "call_id": format!("call_fake_{n}"),
+        "name": name, "arguments": arguments
+    });
+    frames(vec![
+        serde_json::json!({ "type": "response.created", "response": { "id": id } }),
+        serde_json::json!({ "type": "response.output_item.added", "item": item }),
+        serde_json::json!({ "type": "response.output_item.done", "item": item }),
+        serde_json::json!({ "type": "response.completed", "response": { "id": id } }),
+    ])
+}
+
+fn frames(events: Vec<serde_json::Value>) -> Vec<String> {
+    events
+        .into_iter()
+        .map(|v| {
+            let ty = v["type"].as_str().unwrap_or_default().to_owned();
+            format!("event: {ty}\ndata: {v}\n\n")
+        })
+        .collect()
 }
 
 /// The SSE frames of one answer (`event: TYPE\ndata: JSON\n\n` each).
@@ -286,12 +356,7 @@ pub fn sse_events(deltas: &[String]) -> Vec<String> {
             "input_tokens": 10, "input_tokens_details": { "cached_tokens": 0 },
             "output_tokens": 3, "output_tokens_details": { "reasoning_tokens": 0 }, "total_tokens": 13 } }
     }));
-    evs.into_iter()
-        .map(|v| {
-            let ty = v["type"].as_str().unwrap_or_default().to_owned();
-            format!("event: {ty}\ndata: {v}\n\n")
-        })
-        .collect()
+    frames(evs)
 }
 
 /// The SSE frames handed over by the producer task, each as soon as it is produced.

@@ -1,13 +1,17 @@
-//! Test support for warden: run the real `warden` binary and explain failures.
+//! Test support for warden: run the real `warden` binary and explain failures; fakes of what
+//! warden talks to.
 //!
 //! [`Warden`] builds a command line, runs it with a bounded wait, and every assertion helper
 //! prints the command, exit status, stdout and stderr when it fails (like ripgrep's
-//! `TestCommand`), so a red test says what happened without a rerun.
+//! `TestCommand`), so a red test says what happened without a rerun. [`fake_upstream`] is a fake
+//! Responses server; [`fake_worker`] (the `fake-worker` binary, found with [`fake_worker_bin`])
+//! a fake Codex app-server with fault modes.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 /// A fake OpenAI Responses upstream that records requests and streams SSE answers.
 pub mod fake_upstream;
+pub mod fake_worker;
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -19,6 +23,51 @@ use std::time::{Duration, Instant};
 /// the caller.
 pub fn warden_bin(cargo_bin_exe: &str) -> PathBuf {
     std::env::var_os("WARDEN_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(cargo_bin_exe))
+}
+
+/// Path of the `fake-worker` binary ([`fake_worker`]): `$WARDEN_FAKE_WORKER` when set (the
+/// unprivileged test pass copies it to its stage), else the one cargo builds (and rebuilds when
+/// its sources changed) with `cargo build -p warden-testkit --bin fake-worker`, run once per
+/// process. Tests of other crates cannot name it with `CARGO_BIN_EXE_*` (that is only given to
+/// the tests of the crate that defines the binary).
+pub fn fake_worker_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("WARDEN_FAKE_WORKER").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--locked", "--message-format=json", "--bin", "fake-worker", "--manifest-path"])
+            .arg(&manifest);
+        let out = run_bounded(cmd, Duration::from_secs(600));
+        out.success();
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "fake-worker")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .unwrap_or_else(|| out.fail("cargo built no fake-worker binary (set WARDEN_FAKE_WORKER to one)"))
+    })
+    .clone()
+}
+
+/// The real Codex CLI (`$WARDEN_CODEX_BIN`; scripts/test.sh installs it with
+/// scripts/install-codex.sh, which prints the path). Outside CI a missing binary skips the
+/// calling test with a message (`None`); in CI (`CI` set) it fails, so an end-to-end check
+/// against Codex cannot silently vanish.
+pub fn codex_bin() -> Option<PathBuf> {
+    match std::env::var_os("WARDEN_CODEX_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => Some(p.into()),
+        None if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
+            panic!("WARDEN_CODEX_BIN is not set: scripts/test.sh installs @openai/codex@0.169.0 and exports it")
+        }
+        None => {
+            eprintln!("skipped: WARDEN_CODEX_BIN is not set (scripts/install-codex.sh prints the path)");
+            None
+        }
+    }
 }
 
 /// The result of one run.

@@ -183,20 +183,9 @@ pub fn host_write_target(preferred: &Path, name: &str) -> PathBuf {
     panic!("positive control: this user can write neither {} nor {}", preferred.display(), scratch.display());
 }
 
-/// The real Codex CLI (`$WARDEN_CODEX_BIN`, installed by scripts/test.sh with
-/// scripts/install-codex.sh). Outside CI a missing binary skips the test with a message; in CI
-/// (`CI` set) it fails, so the end-to-end check cannot silently vanish.
+/// The real Codex CLI, or a skip note (a failure in CI): see [`warden_testkit::codex_bin`].
 pub fn codex_bin() -> Option<std::path::PathBuf> {
-    match std::env::var_os("WARDEN_CODEX_BIN").filter(|v| !v.is_empty()) {
-        Some(p) => Some(p.into()),
-        None if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
-            panic!("WARDEN_CODEX_BIN is not set: scripts/test.sh installs @openai/codex@0.169.0 and exports it")
-        }
-        None => {
-            eprintln!("skipped: WARDEN_CODEX_BIN is not set (scripts/install-codex.sh prints the path)");
-            None
-        }
-    }
+    warden_testkit::codex_bin()
 }
 
 /// Reads a host file (panics if it cannot be read).
