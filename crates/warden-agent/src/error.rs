@@ -76,6 +76,15 @@ pub enum AgentError {
         /// The connection's bound on waiting requests.
         limit: usize,
     },
+    /// Every worker of the pool is busy and the request waited (or could not wait) in vain.
+    #[error("every worker is busy (waited {waited:?}); retry later")]
+    Busy {
+        /// How long a request may wait.
+        waited: Duration,
+    },
+    /// No worker of the pool is ready (starting, restarting, or stopped after too many restarts).
+    #[error("no worker is ready; retry later")]
+    NotReady,
     /// The caller's parameters cannot be sent as they are.
     #[error("cannot send {method}: {reason}")]
     InvalidParams {
@@ -88,9 +97,16 @@ pub enum AgentError {
 
 impl AgentError {
     /// Whether the same request may succeed if sent again later (to this worker or another):
-    /// [`AgentError::Overloaded`] and [`AgentError::TooManyRequests`].
+    /// [`AgentError::Overloaded`], [`AgentError::TooManyRequests`], [`AgentError::Busy`] and
+    /// [`AgentError::NotReady`].
     pub fn is_retryable(&self) -> bool {
-        matches!(self, AgentError::Overloaded { .. } | AgentError::TooManyRequests { .. })
+        matches!(
+            self,
+            AgentError::Overloaded { .. }
+                | AgentError::TooManyRequests { .. }
+                | AgentError::Busy { .. }
+                | AgentError::NotReady
+        )
     }
 
     /// The error a JSON-RPC error answer to `method` means.

@@ -9,6 +9,9 @@
 //!   ([`turn::TurnStream`]), interrupts, kept threads with an idle TTL ([`turn::Threads`]).
 //! - [`worker`]: how one worker is set up to run inside warden's sandbox (its `CODEX_HOME`, the
 //!   config warden writes, the environment from an allowlist, the session spec).
+//! - [`supervisor`]: one worker kept alive: started in the sandbox, handshake and startup
+//!   timeouts, restarts with backoff and a limit, shutdown, stderr ring, metrics.
+//! - [`pool`]: N workers × M turns, least-loaded dispatch, a bounded queue, a warm spare.
 //! - [`approval`]: the worker's approval policy ([`approval::ApprovalPolicy`]): approval modes
 //!   plus `[[agent.rule]]` prefix rules from `warden.toml`; everything the worker asks is
 //!   answered, declined unless the policy accepts it, and recorded.
@@ -20,7 +23,9 @@
 
 pub mod approval;
 mod error;
+pub mod pool;
 pub mod rpc;
+pub mod supervisor;
 pub mod turn;
 pub mod worker;
 

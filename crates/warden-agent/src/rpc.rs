@@ -496,6 +496,12 @@ impl Connection {
         result.unwrap_or(AgentError::WorkerExited { pending: None })
     }
 
+    /// Whether requests can still reach the worker: the connection is not closed and its writer
+    /// has not failed (a worker that died is seen by a failed write before its stdout ends).
+    pub fn is_open(&self) -> bool {
+        self.close_reason().is_none() && !self.inner.writer.is_closed()
+    }
+
     /// Why the connection ended, if it did.
     pub fn close_reason(&self) -> Option<AgentError> {
         self.inner.shared.closed_error()

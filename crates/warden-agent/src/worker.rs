@@ -282,7 +282,12 @@ fn config_text(settings: &WorkerSettings, approval: &str, source: &[String], cha
     if !chatgpt {
         top.push("model_provider = \"warden\"".into());
     }
-    top.push(format!("approval_policy = {}", toml_quote(approval)));
+    // Codex 0.169.0 refuses `approval_policy = "untrusted"` in config.toml ("no longer
+    // supported") but takes it in `thread/start`, which warden sends with every thread; the
+    // config's value is only the default of a thread started without one, so "untrusted" is
+    // written as the strictest value the config accepts.
+    let config_approval = if approval == "untrusted" { "on-request" } else { approval };
+    top.push(format!("approval_policy = {}", toml_quote(config_approval)));
     // warden is the sandbox: Codex's own would need user namespaces, which warden refuses.
     top.push("sandbox_mode = \"danger-full-access\"".into());
     top.push("check_for_update_on_startup = false".into());
@@ -467,6 +472,20 @@ mod tests {
         assert_eq!(clamp_sandbox_mode("danger-full-access", true).0, Profile::Trusted);
         let (a, w) = clamp_approval("always");
         assert!(a == "untrusted" && w.is_some_and(|w| w.contains("\"always\"")));
+    }
+
+    #[test]
+    fn the_config_never_holds_the_approval_policy_codex_refuses_there() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let base = std::fs::canonicalize(d.path()).expect("canon");
+        for (requested, written) in [("untrusted", "on-request"), ("on-request", "on-request"), ("never", "never")] {
+            let mut s = settings(&base);
+            s.approval_policy = requested.into();
+            let w = prepare(&s, &host(&base), &format!("w-{requested}")).expect("prepare");
+            let config: toml::Table =
+                std::fs::read_to_string(w.home.path().join("config.toml")).expect("config").parse().expect("TOML");
+            assert_eq!(config["approval_policy"].as_str(), Some(written), "{requested}");
+        }
     }
 
     #[test]

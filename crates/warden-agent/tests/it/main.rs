@@ -5,5 +5,6 @@ mod approvals;
 mod codex;
 mod concurrency;
 mod faults;
+mod supervision;
 mod support;
 mod turns;

@@ -182,3 +182,181 @@ async fn config_values_quoted_by_warden_read_back_intact_in_codex() {
     drop(rpc.stdin);
     let _ = tokio::time::timeout(Duration::from_secs(30), h.wait()).await;
 }
+
+/// Every descendant of `pid` (through `/proc/<pid>/task/*/children`), bounded.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if out.len() > 256 {
+            break;
+        }
+        for task in std::fs::read_dir(format!("/proc/{p}/task")).into_iter().flatten().flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                out.push(c);
+                stack.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// A pool of real Codex workers, each in warden's sandbox (started through warden-session's spawn
+/// path by the supervisor): a turn through the pool completes against the fake upstream, the
+/// command approval real Codex asks (policy `untrusted`) is answered by an `[[agent.rule]]`, the
+/// key reaches only the upstream, a killed worker is restarted and the pool serves again, and
+/// shutdown removes every worker's home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_sandboxed_codex_workers_serves_turns_and_answers_approvals_by_rules() {
+    use std::sync::{Arc, Mutex};
+    use warden_agent::approval::{ApprovalMode, ApprovalPolicy, ApprovalRecord};
+    use warden_agent::pool::{Pool, PoolSettings};
+    use warden_agent::supervisor::{Launcher, SandboxLauncher, SupervisorSettings};
+    use warden_agent::turn::{SandboxMode, ThreadParams, TurnEvent, TurnParams, TurnStatus};
+    use warden_policy::{AgentRule, RuleDecision};
+
+    let Some(codex) = crate::codex_bin() else { return };
+    let s = Scratch::visible();
+    let up = FakeUpstream::start();
+    up.set_deltas(&["ran it"]);
+    up.set_tool_call(Some(("exec_command", r#"{"cmd":"git status"}"#)));
+    let base = s.root.join("workers");
+    let mut ws = settings(&codex, &base, &up.url("/v1/responses"));
+    ws.approval_policy = "untrusted".into();
+    let host = host(&s.ws);
+    let key = Arc::new(warden_credproxy::key_from_str(KEY).expect("key"));
+    let records: Arc<Mutex<Vec<ApprovalRecord>>> = Arc::default();
+    let sink = records.clone();
+    let rule = |prefix: &[&str], decision| AgentRule {
+        prefix: prefix.iter().map(|w| w.to_string()).collect(),
+        decision,
+        line: None,
+    };
+    let policy = ApprovalPolicy::new(
+        ApprovalMode::Untrusted,
+        vec![rule(&["git", "status"], RuleDecision::Allow), rule(&["git", "push"], RuleDecision::Deny)],
+        vec![s.ws.clone()],
+        Arc::new(move |r: &ApprovalRecord| sink.lock().expect("lock").push(r.clone())),
+    );
+    let supervisor = SupervisorSettings {
+        startup_timeout: Duration::from_secs(20),
+        handshake_timeout: Duration::from_secs(30),
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+        ..SupervisorSettings::default()
+    };
+    let ps = PoolSettings { workers: 1, per_worker: 2, queue: 4, queue_timeout: Duration::from_secs(60), supervisor };
+    let pool = Pool::start(
+        ps,
+        |i| {
+            let prepared = worker::prepare(&ws, &host, &format!("w{i}")).expect("prepare");
+            Arc::new(SandboxLauncher::new(crate::warden_path(), prepared, Some(key.clone()))) as Arc<dyn Launcher>
+        },
+        Arc::new(policy),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pool.supervisors().iter().all(|s| s.current().is_some()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers are not ready within 60 s: {:?}",
+            pool.supervisors().iter().map(|s| s.stderr_tail()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_dir(&base).expect("the homes").count(), 2, "one home per worker, the spare's too");
+    let thread = ThreadParams {
+        cwd: s.ws.clone(),
+        // warden is the sandbox: Codex's own is off; `untrusted` still makes it ask.
+        sandbox: SandboxMode::DangerFullAccess,
+        approval_policy: ApprovalMode::Untrusted,
+        developer_instructions: None,
+        model: None,
+        ephemeral: true,
+    };
+    let run = |text: &'static str| {
+        let (pool, thread) = (pool.clone(), thread.clone());
+        async move {
+            let params = TurnParams { idle_timeout: Duration::from_secs(60), ..TurnParams::text(text) };
+            let mut t = pool.turn(&thread, params).await.expect("a pool turn");
+            let mut events = Vec::new();
+            for _ in 0..10_000 {
+                match tokio::time::timeout(Duration::from_secs(90), t.next()).await.expect("the turn goes on") {
+                    Some(Ok(e)) => events.push(e),
+                    Some(Err(e)) => panic!("the turn failed: {e}; stderr: {}", pool.supervisors()[0].stderr_tail()),
+                    None => break,
+                }
+            }
+            let worker = t.worker.clone();
+            (events, worker)
+        }
+    };
+    let (events, served_by) = run("check the status").await;
+    assert!(matches!(events.last(), Some(TurnEvent::Completed { status: TurnStatus::Completed, .. })), "{events:?}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::TextDelta { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, "ran it");
+    {
+        let r = records.lock().expect("lock");
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].method, "item/commandExecution/requestApproval");
+        assert_eq!(r[0].decision, "accept", "{:?}", r[0]);
+        assert_eq!(r[0].rule.as_ref().map(|r| r.decision), Some(RuleDecision::Allow));
+    }
+    let outputs = up.function_outputs();
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    assert!(outputs[0].contains("exited with code") && !outputs[0].contains("rejected"), "it ran: {outputs:?}");
+    // The real key reached the upstream, and no process of any worker holds it.
+    let reqs = up.requests();
+    assert!(!reqs.is_empty());
+    assert!(reqs.iter().all(|r| r.header_values("authorization") == [format!("Bearer {KEY}")]));
+    let mut checked = 0;
+    for sup in pool.supervisors() {
+        let pid = sup.current().and_then(|w| w.pid).expect("a worker pid");
+        for p in descendants(pid).into_iter().chain([pid]) {
+            let Ok(env) = std::fs::read(format!("/proc/{p}/environ")) else { continue };
+            let env = String::from_utf8_lossy(&env);
+            assert!(!env.contains(KEY) && !env.contains("gateway-client-key"), "process {p}: {env}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "the session, PID 1 and Codex of each worker were checked: {checked}");
+
+    // A worker killed mid-life is restarted; the pool serves again meanwhile and after.
+    let victim = served_by.pid.expect("a pid");
+    let name = served_by.name.clone();
+    drop(served_by);
+    let killed = std::process::Command::new("kill").args(["-KILL", &victim.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let sup = pool.supervisors().iter().find(|s| s.name() == name).expect("its supervisor").clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sup.current().is_none_or(|w| w.generation < 2) {
+        assert!(std::time::Instant::now() < deadline, "no restart within 60 s: {}", sup.stderr_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    up.set_tool_call(Some(("exec_command", r#"{"cmd":"git push origin main"}"#)));
+    let (events, _) = run("now push").await;
+    assert!(matches!(events.last(), Some(TurnEvent::Completed { .. })), "{events:?}");
+    {
+        let r = records.lock().expect("lock");
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[1].decision, "decline", "{:?}", r[1]);
+    }
+    assert!(up.function_outputs()[1].contains("rejected by user"));
+    for v in &events {
+        assert!(!format!("{v:?}").contains(KEY));
+    }
+    pool.shutdown().await;
+    drop(pool);
+    // The supervisors' tasks ended and dropped their launchers: every home is removed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&base).map(|d| d.count()).unwrap_or(0) > 0 {
+        assert!(std::time::Instant::now() < deadline, "worker homes left in {}", base.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
