@@ -86,19 +86,10 @@ fn report(label: &str, v: &mut [Duration]) -> Duration {
 
 fn settings(bin: &Path, base: &Path) -> WorkerSettings {
     WorkerSettings {
-        codex_bin: bin.to_path_buf(),
         model: Some("bench-model".into()),
-        sandbox_mode: "read-only".into(),
-        allow_trusted: false,
-        workdir: None,
         approval_policy: "never".into(),
-        source_home: None,
-        codex_auth: None,
-        allow_domains: vec![],
-        credential_upstream: "http://127.0.0.1:9/v1/responses".into(),
-        config_overrides: vec![],
-        home_base: base.to_path_buf(),
         base_options: warden_policy::PolicyOptions { no_audit: true, ..Default::default() },
+        ..WorkerSettings::new(bin, base, "http://127.0.0.1:9/v1/responses")
     }
 }
 

@@ -10,7 +10,10 @@
 //!   `queue_timeout`; past either bound it fails with [`AgentError::Busy`] (retryable);
 //! - a worker's crash fails only the turns it was serving ([`AgentError::WorkerExited`]); its
 //!   supervisor restarts it;
-//! - a turn's slot is released when its [`PoolTurn`] is dropped, however it ends.
+//! - a turn's slot is released when its [`PoolTurn`] is dropped, however it ends;
+//! - a worker that breaks the protocol, or stops making progress (its turns go silent past their
+//!   idle timeout and an interrupt is not answered, or [`STUCK_TURNS`] in a row), is recycled:
+//!   ended and replaced by its supervisor.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::rpc::ServerRequestHandler;
 use crate::supervisor::{Launcher, LiveWorker, Supervisor, SupervisorSettings};
-use crate::turn::{self, ThreadParams, TurnEvent, TurnParams, TurnStream};
+use crate::turn::{self, ThreadId, ThreadParams, TurnEvent, TurnParams, TurnStream};
 use crate::AgentError;
 
 /// How many workers one turn's `thread/start` may try before a crash fails the turn.
@@ -96,17 +99,54 @@ impl std::fmt::Debug for PoolTurn {
 }
 
 impl PoolTurn {
-    /// The next event; counts a failure when the stream ends in an error or a failed turn.
+    /// The next event. Counts a failure when the stream ends in an error or a failed turn, and
+    /// judges the worker: a protocol violation recycles it at once; a turn that went silent past
+    /// its idle timeout is interrupted, and the worker is recycled when the interrupt is not
+    /// answered or when [`STUCK_TURNS`] turns in a row went silent.
     pub async fn next(&mut self) -> Option<Result<TurnEvent, AgentError>> {
         let e = self.stream.next().await;
         match &e {
-            Some(Err(_)) => self.failed = true,
-            Some(Ok(TurnEvent::Completed { status, .. })) if !matches!(status, turn::TurnStatus::Completed) => {
-                self.failed = true
+            Some(Err(err)) => {
+                self.failed = true;
+                judge(&self.worker, err, Some((self.stream.thread_id().clone(), self.stream.turn_id().clone())));
+            }
+            Some(Ok(TurnEvent::Completed { status, .. })) => {
+                self.worker.stuck_turns.store(0, Ordering::SeqCst);
+                if !matches!(status, turn::TurnStatus::Completed) {
+                    self.failed = true
+                }
             }
             _ => {}
         }
         e
+    }
+}
+
+/// Turns in a row that went silent past their idle timeout before their worker is recycled.
+pub const STUCK_TURNS: u32 = 2;
+
+/// What an error says about the worker that gave it (see [`PoolTurn::next`]).
+fn judge(worker: &Arc<LiveWorker>, err: &AgentError, turn: Option<(ThreadId, turn::TurnId)>) {
+    match err {
+        AgentError::Protocol(_) => worker.recycle(),
+        AgentError::Timeout { .. } => {
+            let stuck = worker.stuck_turns.fetch_add(1, Ordering::SeqCst) + 1;
+            if stuck >= STUCK_TURNS {
+                worker.recycle();
+                return;
+            }
+            let Some((thread, id)) = turn else {
+                worker.recycle();
+                return;
+            };
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                if turn::interrupt(&worker.conn, &thread, &id).await.is_err() {
+                    worker.recycle();
+                }
+            });
+        }
+        _ => {}
     }
 }
 
@@ -183,10 +223,14 @@ impl Pool {
     }
 
     /// The least-loaded ready worker with a free place (reserved), waiting until `deadline`.
-    async fn worker(&self, deadline: tokio::time::Instant) -> Result<Arc<LiveWorker>, AgentError> {
+    async fn worker(
+        &self,
+        deadline: tokio::time::Instant,
+        tried: &[Arc<LiveWorker>],
+    ) -> Result<Arc<LiveWorker>, AgentError> {
         loop {
             let notified = self.inner.changed.notified();
-            if let Some(w) = self.least_loaded() {
+            if let Some(w) = self.least_loaded(tried) {
                 return Ok(w);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -202,10 +246,15 @@ impl Pool {
     /// The ready worker with the fewest turns in flight and a free place; reserves the place. A
     /// worker whose connection is no longer open (it crashed; its supervisor has not seen it
     /// yet) is skipped.
-    fn least_loaded(&self) -> Option<Arc<LiveWorker>> {
+    fn least_loaded(&self, tried: &[Arc<LiveWorker>]) -> Option<Arc<LiveWorker>> {
         let per = self.inner.settings.per_worker.max(1);
-        let mut ready: Vec<Arc<LiveWorker>> =
-            self.inner.supervisors.iter().filter_map(Supervisor::current).filter(|w| w.conn.is_open()).collect();
+        let mut ready: Vec<Arc<LiveWorker>> = self
+            .inner
+            .supervisors
+            .iter()
+            .filter_map(Supervisor::current)
+            .filter(|w| w.conn.is_open() && !tried.iter().any(|t| Arc::ptr_eq(t, w)))
+            .collect();
         ready.sort_by_key(|w| w.in_flight.load(Ordering::SeqCst));
         ready.into_iter().find(|w| {
             w.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < per).then_some(n + 1)).is_ok()
@@ -214,9 +263,9 @@ impl Pool {
 
     /// Starts a thread and a turn on it, on the least-loaded worker.
     ///
-    /// A worker that turns out dead at `thread/start` (it crashed after it was chosen) has seen
-    /// nothing of the turn: the thread is started again on another worker, up to
-    /// [`THREAD_START_ATTEMPTS`] times. Once `turn/start` was sent, a crash fails the turn.
+    /// A worker that turns out dead (it crashed after it was chosen) or overloaded at
+    /// `thread/start` has seen nothing of the turn: the thread is started on another worker, up
+    /// to [`THREAD_START_ATTEMPTS`] workers. Once `turn/start` was sent, a crash fails the turn.
     pub async fn turn(&self, thread: &ThreadParams, params: TurnParams) -> Result<PoolTurn, AgentError> {
         let deadline = tokio::time::Instant::now() + self.inner.settings.queue_timeout;
         let slot = self.slot(deadline).await?;
@@ -227,14 +276,19 @@ impl Pool {
             worker.in_flight.fetch_sub(1, Ordering::SeqCst);
             self.inner.changed.notify_waiters();
         };
-        let mut attempt = 0;
+        let mut tried: Vec<Arc<LiveWorker>> = Vec::new();
         let (worker, tid) = loop {
-            attempt += 1;
-            let worker = self.worker(deadline).await?;
+            let worker = self.worker(deadline, &tried).await?;
             match turn::start_thread(&worker.conn, thread).await {
                 Ok(tid) => break (worker, tid),
-                Err(AgentError::WorkerExited { .. }) if attempt < THREAD_START_ATTEMPTS => release(&worker, false),
+                Err(AgentError::WorkerExited { .. } | AgentError::Overloaded { .. })
+                    if tried.len() + 1 < THREAD_START_ATTEMPTS as usize =>
+                {
+                    release(&worker, false);
+                    tried.push(worker);
+                }
                 Err(e) => {
+                    judge(&worker, &e, None);
                     release(&worker, true);
                     return Err(e);
                 }
@@ -252,6 +306,7 @@ impl Pool {
                 changed: self.inner.changed.clone(),
             }),
             Err(e) => {
+                judge(&worker, &e, None);
                 release(&worker, true);
                 Err(e)
             }

@@ -11,7 +11,8 @@
 //! - every process it started is waited for (no zombies), on every path;
 //! - the worker's stderr is kept in a bounded ring ([`Supervisor::stderr_tail`]) for diagnostics
 //!   (the caller decides who may see it: never an unauthenticated endpoint);
-//! - per-worker counters ([`WorkerMetrics`]): turns, failures, restarts, latency.
+//! - per-worker counters ([`WorkerMetrics`]): turns, failures, restarts, latency;
+//! - a worker found broken by its user ([`LiveWorker::recycle`]) is ended at once and replaced.
 //!
 //! Workers are started by a [`Launcher`]: [`SandboxLauncher`] (the one to use) starts a
 //! [`crate::worker::PreparedWorker`]'s spec through warden-session's spawn path, so the worker
@@ -224,6 +225,8 @@ pub struct WorkerMetrics {
     pub latency_us_total: AtomicU64,
     /// Starts that timed out or failed before the worker was ready.
     pub failed_starts: AtomicU64,
+    /// Workers ended because they were found broken ([`LiveWorker::recycle`]).
+    pub recycled: AtomicU64,
 }
 
 /// A ready worker: initialized, serving.
@@ -241,6 +244,26 @@ pub struct LiveWorker {
     pub metrics: Arc<WorkerMetrics>,
     /// The supervisor's name.
     pub name: String,
+    /// Turns in a row that went silent past their idle timeout.
+    pub stuck_turns: std::sync::atomic::AtomicU32,
+    recycle: std::sync::Weak<Shared>,
+}
+
+impl LiveWorker {
+    /// Ends this worker now (no drain) because it was found broken (it violated the protocol,
+    /// or it stopped making progress); its supervisor starts a new one after the backoff. A
+    /// worker that was already replaced is left alone.
+    pub fn recycle(&self) {
+        if let Some(shared) = self.recycle.upgrade() {
+            shared.recycle.send_if_modified(|g| {
+                let newer = *g < self.generation;
+                if newer {
+                    *g = self.generation;
+                }
+                newer
+            });
+        }
+    }
 }
 
 /// A bounded tail of bytes.
@@ -263,6 +286,8 @@ struct Shared {
     settings: SupervisorSettings,
     ready: watch::Sender<Option<Arc<LiveWorker>>>,
     stop: watch::Sender<bool>,
+    /// The latest generation asked to be recycled.
+    recycle: watch::Sender<u64>,
     live: AtomicBool,
     stderr: Mutex<Ring>,
     metrics: Arc<WorkerMetrics>,
@@ -295,6 +320,7 @@ impl Supervisor {
             settings,
             ready: watch::channel(None).0,
             stop: watch::channel(false).0,
+            recycle: watch::channel(0).0,
             live: AtomicBool::new(true),
             metrics: Arc::new(WorkerMetrics::default()),
         });
@@ -365,6 +391,7 @@ fn jittered(d: Duration, seed: &mut u64) -> Duration {
 async fn run(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, handler: Arc<dyn ServerRequestHandler>) {
     let s = &shared.settings;
     let mut stop = shared.stop.subscribe();
+    let mut recycle = shared.recycle.subscribe();
     let mut backoff = s.backoff_initial;
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     let mut seed =
@@ -382,6 +409,11 @@ async fn run(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, handler: Arc<dyn 
                 shared.ready.send_replace(Some(worker.clone()));
                 let ended = tokio::select! {
                     e = worker.conn.closed() => Some(e),
+                    _ = recycle.wait_for(|g| *g >= generation) => {
+                        shared.metrics.recycled.fetch_add(1, Ordering::SeqCst);
+                        worker.conn.shutdown();
+                        Some(AgentError::Protocol("recycled".into()))
+                    }
                     _ = stop.wait_for(|s| *s) => None,
                 };
                 shared.ready.send_replace(None);
@@ -460,6 +492,8 @@ async fn start_one(
                 conn,
                 generation,
                 pid: process.pid(),
+                stuck_turns: std::sync::atomic::AtomicU32::new(0),
+                recycle: Arc::downgrade(shared),
                 in_flight: AtomicUsize::new(0),
                 metrics: shared.metrics.clone(),
                 name: shared.name.clone(),

@@ -140,6 +140,33 @@ pub struct WorkerSettings {
     pub base_options: PolicyOptions,
 }
 
+impl WorkerSettings {
+    /// The strict defaults: `read-only`, approval `untrusted`, Codex's default model, no source
+    /// home, no ChatGPT login, no domains but the credential proxy's upstream, no overrides, the
+    /// caller's default policy options.
+    pub fn new(
+        codex_bin: impl Into<PathBuf>,
+        home_base: impl Into<PathBuf>,
+        credential_upstream: impl Into<String>,
+    ) -> WorkerSettings {
+        WorkerSettings {
+            codex_bin: codex_bin.into(),
+            model: None,
+            sandbox_mode: "read-only".into(),
+            allow_trusted: false,
+            workdir: None,
+            approval_policy: "untrusted".into(),
+            source_home: None,
+            codex_auth: None,
+            allow_domains: vec![],
+            credential_upstream: credential_upstream.into(),
+            config_overrides: vec![],
+            home_base: home_base.into(),
+            base_options: PolicyOptions::default(),
+        }
+    }
+}
+
 /// A worker's `CODEX_HOME`, removed with everything in it on drop.
 #[derive(Debug)]
 pub struct WorkerHome {
@@ -426,19 +453,10 @@ mod tests {
 
     fn settings(base: &Path) -> WorkerSettings {
         WorkerSettings {
-            codex_bin: "/usr/bin/codex".into(),
             model: Some("m".into()),
-            sandbox_mode: "read-only".into(),
-            allow_trusted: false,
-            workdir: None,
             approval_policy: "never".into(),
-            source_home: None,
-            codex_auth: None,
-            allow_domains: vec![],
-            credential_upstream: "http://127.0.0.1:1/v1/responses".into(),
-            config_overrides: vec![],
-            home_base: base.to_path_buf(),
             base_options: PolicyOptions { no_audit: true, ..Default::default() },
+            ..WorkerSettings::new("/usr/bin/codex", base, "http://127.0.0.1:1/v1/responses")
         }
     }
 

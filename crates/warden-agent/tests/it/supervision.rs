@@ -424,3 +424,135 @@ fn assert_no_children() {
         lasting = lasting.intersection(&zombies()).cloned().collect();
     }
 }
+
+/// Worker 0's first process commits `fault`; every later process (and worker 1) is healthy.
+struct FirstFaulty {
+    faulty: CommandLauncher,
+    healthy: CommandLauncher,
+    launches: std::sync::atomic::AtomicUsize,
+}
+
+impl Launcher for FirstFaulty {
+    fn launch(&self) -> warden_agent::supervisor::LaunchFuture<'_> {
+        if self.launches.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.faulty.launch()
+        } else {
+            self.healthy.launch()
+        }
+    }
+}
+
+fn command(args: &[&str]) -> CommandLauncher {
+    let mut argv = vec![warden_testkit::fake_worker_bin().display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    CommandLauncher { argv, env: vec![] }
+}
+
+/// How the first turn of a fault must end.
+#[derive(Debug)]
+enum First {
+    Fails(fn(&AgentError) -> bool),
+    /// The turn completes with this status (the fault is the model's, or another worker served).
+    Ends(TurnStatus),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_gives_its_typed_error_and_the_pool_recovers() {
+    use First::*;
+    let cases: [(&str, First); 8] = [
+        ("crash-mid-turn", Fails(|e| matches!(e, AgentError::WorkerExited { .. }))),
+        ("hang-mid-turn", Fails(|e| matches!(e, AgentError::Timeout { .. }))),
+        ("oversized", Fails(|e| matches!(e, AgentError::Protocol(_) | AgentError::WorkerExited { .. }))),
+        ("bad-response", Fails(|e| matches!(e, AgentError::Protocol(_)))),
+        ("garbage", Ends(TurnStatus::Completed)),
+        ("error-notification", Ends(TurnStatus::Failed)),
+        // The overloaded worker refuses `thread/start`: the thread starts on the other worker.
+        ("overloaded", Ends(TurnStatus::Completed)),
+        // Worker 0 never becomes ready (killed at the handshake timeout, then restarted).
+        ("hang-before-handshake", Ends(TurnStatus::Completed)),
+    ];
+    for (fault, first) in cases {
+        let ps = PoolSettings {
+            workers: 1,
+            per_worker: 1,
+            queue: 4,
+            queue_timeout: Duration::from_secs(5),
+            supervisor: settings(),
+        };
+        let launcher = |i: usize| -> Arc<dyn Launcher> {
+            let faulty =
+                if i == 0 { command(&["--fault", fault, "--oversize-bytes", "9437184"]) } else { command(&[]) };
+            Arc::new(FirstFaulty { faulty, healthy: command(&[]), launches: Default::default() })
+        };
+        let pool = Pool::start(ps, launcher, Arc::new(RefuseAll));
+        eventually("worker 1 ready", SLACK, || pool.supervisors()[1].current().is_some()).await;
+        if fault != "hang-before-handshake" {
+            eventually("worker 0 ready", SLACK, || pool.supervisors()[0].current().is_some()).await;
+        }
+        let tp = thread_params(ApprovalMode::Never);
+        let idle = Duration::from_millis(700);
+        // One turn: (how it ended, the worker that served it).
+        let one = |text: String| {
+            let (pool, tp) = (pool.clone(), tp.clone());
+            async move {
+                let mut t = match pool.turn(&tp, turn_params(&text, idle)).await {
+                    Ok(t) => t,
+                    Err(e) => return (Err(e), None),
+                };
+                let (events, err) = drain_pool(&mut t).await;
+                let status = events.iter().find_map(|e| match e {
+                    TurnEvent::Completed { status, .. } => Some(status.clone()),
+                    _ => None,
+                });
+                let name = Some(t.worker.name.clone());
+                match (err, status) {
+                    (Some(e), _) => (Err(e), name),
+                    (None, Some(s)) => (Ok(s), name),
+                    (None, None) => (Err(AgentError::Protocol("no turn/completed".into())), name),
+                }
+            }
+        };
+        let started = Instant::now();
+        let (r, by) = within(Duration::from_secs(6), fault, one(format!("{fault} first"))).await;
+        match (&first, &r) {
+            (Fails(ok), Err(e)) => assert!(ok(e), "{fault}: the first turn failed with {e:?}"),
+            (Ends(want), Ok(got)) => assert_eq!(want, got, "{fault}: served by {by:?}"),
+            _ => panic!("{fault}: the first turn gave {r:?} (served by {by:?}), expected {first:?}"),
+        }
+        if fault == "overloaded" || fault == "hang-before-handshake" {
+            assert_eq!(by.as_deref(), Some("worker-1"), "{fault}: the healthy worker served");
+        }
+        // The pool recovers: after at most STUCK_TURNS more failures of the faulty worker, turns
+        // complete again (on a new process of worker 0, or on worker 1).
+        let mut tail = Vec::new();
+        for i in 0..8 {
+            let (r, by) = within(Duration::from_secs(6), fault, one(format!("{fault} again {i}"))).await;
+            if let Err(e) = &r {
+                assert!(
+                    matches!(e, AgentError::Timeout { .. } | AgentError::WorkerExited { .. } | AgentError::Protocol(_)),
+                    "{fault}: an untyped failure {e:?}"
+                );
+            }
+            tail.push((r.map_err(|e| e.to_string()), by));
+        }
+        if std::env::var_os("WARDEN_TEST_VERBOSE").is_some() {
+            eprintln!("{fault}: first {r:?} by {by:?}; then {tail:?}");
+        }
+        let last3 = &tail[tail.len() - 3..];
+        let healthy = fault == "error-notification";
+        assert!(
+            last3.iter().all(|(r, _)| r.as_ref().is_ok_and(|s| healthy || *s == TurnStatus::Completed)),
+            "{fault}: the pool did not recover: {tail:?}"
+        );
+        if matches!(first, Fails(_)) || fault == "hang-before-handshake" {
+            let s0 = &pool.supervisors()[0];
+            eventually(&format!("{fault}: worker 0 replaced"), SLACK, || {
+                s0.current().is_some_and(|w| w.generation >= 2)
+            })
+            .await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{fault}: {:?}", started.elapsed());
+        pool.shutdown().await;
+    }
+    assert_no_children();
+}

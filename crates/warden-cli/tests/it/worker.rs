@@ -61,19 +61,10 @@ impl Rpc {
 
 fn settings(codex: &Path, base: &Path, upstream: &str) -> WorkerSettings {
     WorkerSettings {
-        codex_bin: codex.to_path_buf(),
         model: Some("fake-model".into()),
-        sandbox_mode: "read-only".into(),
-        allow_trusted: false,
-        workdir: None,
         approval_policy: "never".into(),
-        source_home: None,
-        codex_auth: None,
-        allow_domains: vec![],
-        credential_upstream: upstream.to_owned(),
-        config_overrides: vec![],
-        home_base: base.to_path_buf(),
         base_options: warden_policy::PolicyOptions { no_audit: true, ..Default::default() },
+        ..WorkerSettings::new(codex, base, upstream)
     }
 }
 
