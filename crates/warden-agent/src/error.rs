@@ -96,6 +96,24 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// A stable snake_case code for this kind of error (what a gateway puts in its error
+    /// bodies): `worker_busy` and `worker_exited` as the pool's errors are named elsewhere.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AgentError::NotInitialized { .. } => "worker_not_initialized",
+            AgentError::Overloaded { .. } => "worker_overloaded",
+            AgentError::Timeout { .. } => "worker_timeout",
+            AgentError::WorkerExited { .. } => "worker_exited",
+            AgentError::Protocol(_) => "worker_protocol_error",
+            AgentError::Rpc { .. } => "worker_error",
+            AgentError::Lagged { .. } => "events_lagged",
+            AgentError::TooManyRequests { .. } => "too_many_requests",
+            AgentError::Busy { .. } => "worker_busy",
+            AgentError::NotReady => "worker_not_ready",
+            AgentError::InvalidParams { .. } => "invalid_params",
+        }
+    }
+
     /// Whether the same request may succeed if sent again later (to this worker or another):
     /// [`AgentError::Overloaded`], [`AgentError::TooManyRequests`], [`AgentError::Busy`] and
     /// [`AgentError::NotReady`].
@@ -146,6 +164,13 @@ mod tests {
         assert!(matches!(other, AgentError::Rpc { code: -32600, .. }), "{other:?}");
         assert!(!other.is_retryable());
         assert!(!AgentError::WorkerExited { pending: None }.is_retryable());
+    }
+
+    #[test]
+    fn codes_name_the_pool_errors_as_documented() {
+        assert_eq!(AgentError::Busy { waited: Duration::from_secs(1) }.code(), "worker_busy");
+        assert_eq!(AgentError::WorkerExited { pending: None }.code(), "worker_exited");
+        assert_eq!(AgentError::NotReady.code(), "worker_not_ready");
     }
 
     #[test]

@@ -100,6 +100,20 @@ pub enum WorkerError {
     /// The worker's policy cannot be resolved.
     #[error("worker policy: {0}")]
     Policy(String),
+    /// The directory for the workers' homes is not acceptable.
+    #[error("worker home directory {}: {why}", path.display())]
+    HomeBase {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A worker name is not acceptable.
+    #[error("worker name {name:?}: use 1-64 of [A-Za-z0-9_-]")]
+    Name {
+        /// The name.
+        name: String,
+    },
     /// `workspace-write` was asked for without a workdir.
     #[error("sandbox mode workspace-write needs a workdir for the workers (the project they may write)")]
     NoWorkdir,
@@ -363,6 +377,22 @@ fn copy_source_files(source: &Path, home: &Path) -> Result<(), WorkerError> {
     Ok(())
 }
 
+/// The workers' homes may not be relative, nor under `TMPDIR` (Codex refuses to create its
+/// helpers there, so a worker would not start).
+fn check_home_base(base: &Path, host: &HostContext) -> Result<(), WorkerError> {
+    let bad = |why| Err(WorkerError::HomeBase { path: base.to_path_buf(), why });
+    if !base.is_absolute() {
+        return bad("must be an absolute path");
+    }
+    let tmp = host.env.iter().rev().find(|(k, _)| k == "TMPDIR").map_or("/tmp", |(_, v)| v.as_str());
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let tmp = canon(Path::new(tmp));
+    if canon(base).starts_with(&tmp) || base.starts_with(&tmp) {
+        return bad("is under TMPDIR, where Codex refuses to create its helpers: choose a directory such as /var/tmp/warden-workers");
+    }
+    Ok(())
+}
+
 /// Sets up worker `name` (its home is `settings.home_base/name`): home, config, policy, spec.
 pub fn prepare(settings: &WorkerSettings, host: &HostContext, name: &str) -> Result<PreparedWorker, WorkerError> {
     let mut warnings = Vec::new();
@@ -373,6 +403,12 @@ pub fn prepare(settings: &WorkerSettings, host: &HostContext, name: &str) -> Res
     if profile == Profile::WorkspaceWrite && settings.workdir.is_none() {
         return Err(WorkerError::NoWorkdir);
     }
+    // The name becomes a directory that is emptied: never `..`, a slash or an empty string.
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(WorkerError::Name { name: name.to_owned() });
+    }
+    check_home_base(&settings.home_base, host)?;
     let home_path = settings.home_base.join(name);
     let _ = std::fs::remove_dir_all(&home_path);
     std::fs::create_dir_all(&home_path).map_err(|source| WorkerError::Home { path: home_path.clone(), source })?;
@@ -460,6 +496,13 @@ mod tests {
         }
     }
 
+    /// A directory outside TMPDIR (worker homes may not be under it).
+    fn scratch() -> tempfile::TempDir {
+        let base =
+            std::env::var_os("WARDEN_TEST_HOST_DIR").filter(|v| !v.is_empty()).unwrap_or_else(|| "/var/tmp".into());
+        tempfile::tempdir_in(base).expect("tempdir")
+    }
+
     fn host(cwd: &Path) -> HostContext {
         let env = vec![
             ("PATH".into(), "/usr/bin:/bin".into()),
@@ -493,8 +536,24 @@ mod tests {
     }
 
     #[test]
+    fn bad_worker_names_and_home_directories_are_refused() {
+        let d = scratch();
+        let base = std::fs::canonicalize(d.path()).expect("canon");
+        for name in ["", "..", "a/b", "w 0", &"x".repeat(65)] {
+            let e = prepare(&settings(&base), &host(&base), name).err();
+            assert!(matches!(e, Some(WorkerError::Name { .. })), "{name:?}: {e:?}");
+        }
+        let mut under_tmp = host(&base);
+        under_tmp.env.push(("TMPDIR".into(), base.display().to_string()));
+        let e = prepare(&settings(&base.join("homes")), &under_tmp, "w0").err();
+        assert!(matches!(&e, Some(WorkerError::HomeBase { why, .. }) if why.contains("TMPDIR")), "{e:?}");
+        let e = prepare(&settings(Path::new("relative/homes")), &host(&base), "w0").err();
+        assert!(matches!(e, Some(WorkerError::HomeBase { .. })), "{e:?}");
+    }
+
+    #[test]
     fn the_config_never_holds_the_approval_policy_codex_refuses_there() {
-        let d = tempfile::tempdir().expect("tempdir");
+        let d = scratch();
         let base = std::fs::canonicalize(d.path()).expect("canon");
         for (requested, written) in [("untrusted", "on-request"), ("on-request", "on-request"), ("never", "never")] {
             let mut s = settings(&base);
@@ -508,7 +567,7 @@ mod tests {
 
     #[test]
     fn the_worker_holds_no_key_and_only_allowlisted_variables() {
-        let d = tempfile::tempdir().expect("tempdir");
+        let d = scratch();
         let base = std::fs::canonicalize(d.path()).expect("canon");
         let w = prepare(&settings(&base), &host(&base), "w0").expect("prepare");
         let names: Vec<&str> = w.spec.host_env.iter().map(|(k, _)| k.as_str()).collect();
@@ -531,7 +590,7 @@ mod tests {
 
     #[test]
     fn a_source_home_gives_safe_keys_prompts_and_agents_md_only() {
-        let d = tempfile::tempdir().expect("tempdir");
+        let d = scratch();
         let base = std::fs::canonicalize(d.path()).expect("canon");
         let src = base.join("src-home");
         std::fs::create_dir_all(src.join("prompts")).expect("mkdir");
