@@ -28,10 +28,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
+use warden_policy::HostContext;
 use warden_session::{LockedSecret, SessionHandle, SessionSpec};
 
 use crate::rpc::{ClientInfo, Connection, ConnectionOptions, ServerRequestHandler};
-use crate::worker::{PreparedWorker, WorkerHome};
+use crate::worker::{PreparedWorker, WorkerError, WorkerHome, WorkerSettings};
 use crate::AgentError;
 
 /// Bounds and deadlines of a [`Supervisor`].
@@ -144,28 +145,74 @@ pub trait Launcher: Send + Sync {
 }
 
 /// Starts a worker inside warden's sandbox through warden-session's spawn path.
+///
+/// Every start gets a fresh home: the first uses the worker prepared by [`SandboxLauncher::new`],
+/// each restart removes the home and prepares it again from the settings, so nothing a worker
+/// wrote into its `CODEX_HOME` (a changed `config.toml`, a planted prompt) survives into the
+/// next process. The home is removed when the launcher is dropped (when the pool stops).
 pub struct SandboxLauncher {
-    /// The warden binary (`warden __session` is run from it).
-    pub warden: PathBuf,
-    /// The worker's session (stdio piped).
-    pub spec: SessionSpec,
-    /// The model key, sent as a frame (never argv or the environment).
-    pub key: Option<Arc<LockedSecret>>,
-    /// The worker's `CODEX_HOME`, removed when the launcher is dropped (when the pool stops).
-    pub home: Option<WorkerHome>,
+    warden: PathBuf,
+    settings: WorkerSettings,
+    host: HostContext,
+    name: String,
+    key: Option<Arc<LockedSecret>>,
+    state: Mutex<Homes>,
+}
+
+struct Homes {
+    /// Prepared and not yet started.
+    fresh: Option<PreparedWorker>,
+    /// The home of the process started last.
+    current: Option<WorkerHome>,
 }
 
 impl SandboxLauncher {
-    /// The launcher of a prepared worker: it owns the worker's home from now on.
-    pub fn new(warden: PathBuf, prepared: PreparedWorker, key: Option<Arc<LockedSecret>>) -> SandboxLauncher {
-        SandboxLauncher { warden, spec: prepared.spec, key, home: Some(prepared.home) }
+    /// Prepares worker `name` now (so a bad setting fails here, not at the first start) and
+    /// returns the launcher with the startup warnings.
+    pub fn new(
+        warden: PathBuf,
+        settings: WorkerSettings,
+        host: HostContext,
+        name: &str,
+        key: Option<Arc<LockedSecret>>,
+    ) -> Result<(SandboxLauncher, Vec<String>), WorkerError> {
+        let prepared = crate::worker::prepare(&settings, &host, name)?;
+        let warnings = prepared.warnings.clone();
+        let state = Mutex::new(Homes { fresh: Some(prepared), current: None });
+        Ok((SandboxLauncher { warden, settings, host, name: name.to_owned(), key, state }, warnings))
+    }
+
+    /// The worker's home directory (of the process started last, or about to start).
+    pub fn home(&self) -> Option<PathBuf> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.fresh
+            .as_ref()
+            .map(|p| p.home.path().to_path_buf())
+            .or_else(|| st.current.as_ref().map(|h| h.path().to_path_buf()))
+    }
+
+    /// The spec of the next start: the fresh one, or the home prepared again.
+    fn next_spec(&self) -> Result<SessionSpec, AgentError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let prepared = match st.fresh.take() {
+            Some(p) => p,
+            None => {
+                // Dropping the old home removes it before the same path is prepared again.
+                st.current = None;
+                crate::worker::prepare(&self.settings, &self.host, &self.name)
+                    .map_err(|e| AgentError::Protocol(format!("cannot prepare worker {}: {e}", self.name)))?
+            }
+        };
+        st.current = Some(prepared.home);
+        Ok(prepared.spec)
     }
 }
 
 impl Launcher for SandboxLauncher {
     fn launch(&self) -> LaunchFuture<'_> {
         Box::pin(async move {
-            let mut h = warden_session::spawn(&self.warden, self.spec.clone(), self.key.as_deref())
+            let spec = self.next_spec()?;
+            let mut h = warden_session::spawn(&self.warden, spec, self.key.as_deref())
                 .await
                 .map_err(|e| AgentError::Protocol(format!("cannot start the worker: {e}")))?;
             if let Err(e) = h.started().await {

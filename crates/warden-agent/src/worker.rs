@@ -314,7 +314,9 @@ fn source_lines(path: &Path) -> Result<(Vec<String>, Vec<String>), WorkerError> 
 
 /// The worker's `config.toml`.
 fn config_text(settings: &WorkerSettings, approval: &str, source: &[String], chatgpt: bool) -> String {
-    let mut out = String::from("# Written by warden for one sandboxed app-server worker; regenerated at each start.\n");
+    let mut out = String::from(
+        "# Written by warden for one sandboxed app-server worker; regenerated at each start of the worker.\n",
+    );
     let mut top: Vec<String> =
         source.iter().filter(|l| !(settings.model.is_some() && l.starts_with("model "))).cloned().collect();
     if let Some(m) = &settings.model {

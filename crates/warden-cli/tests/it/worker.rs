@@ -196,8 +196,8 @@ fn descendants(pid: u32) -> Vec<u32> {
 /// A pool of real Codex workers, each in warden's sandbox (started through warden-session's spawn
 /// path by the supervisor): a turn through the pool completes against the fake upstream, the
 /// command approval real Codex asks (policy `untrusted`) is answered by an `[[agent.rule]]`, the
-/// key reaches only the upstream, a killed worker is restarted and the pool serves again, and
-/// shutdown removes every worker's home.
+/// key reaches only the upstream, a killed worker is restarted with a fresh home (nothing planted
+/// in the old one survives) and the pool serves again, and shutdown removes every worker's home.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_of_sandboxed_codex_workers_serves_turns_and_answers_approvals_by_rules() {
     use std::sync::{Arc, Mutex};
@@ -241,8 +241,16 @@ async fn a_pool_of_sandboxed_codex_workers_serves_turns_and_answers_approvals_by
     let pool = Pool::start(
         ps,
         |i| {
-            let prepared = worker::prepare(&ws, &host, &format!("w{i}")).expect("prepare");
-            Arc::new(SandboxLauncher::new(crate::warden_path(), prepared, Some(key.clone()))) as Arc<dyn Launcher>
+            let (launcher, warnings) = SandboxLauncher::new(
+                crate::warden_path(),
+                ws.clone(),
+                host.clone(),
+                &format!("w{i}"),
+                Some(key.clone()),
+            )
+            .expect("prepare");
+            assert!(warnings.is_empty(), "{warnings:?}");
+            Arc::new(launcher) as Arc<dyn Launcher>
         },
         Arc::new(policy),
     );
@@ -322,6 +330,13 @@ async fn a_pool_of_sandboxed_codex_workers_serves_turns_and_answers_approvals_by
     let victim = served_by.pid.expect("a pid");
     let name = served_by.name.clone();
     drop(served_by);
+    // What a prompt-injected worker could leave in its writable home for the next process.
+    let index = name.strip_prefix("worker-").expect("a worker name");
+    let victim_home = base.join(format!("w{index}"));
+    std::fs::write(victim_home.join("planted.md"), "planted").expect("plant a file");
+    let mut config = std::fs::read_to_string(victim_home.join("config.toml")).expect("config");
+    config.push_str("\n# POISONED\n");
+    std::fs::write(victim_home.join("config.toml"), config).expect("poison the config");
     let killed = std::process::Command::new("kill").args(["-KILL", &victim.to_string()]).status().expect("kill");
     assert!(killed.success());
     let sup = pool.supervisors().iter().find(|s| s.name() == name).expect("its supervisor").clone();
@@ -330,6 +345,10 @@ async fn a_pool_of_sandboxed_codex_workers_serves_turns_and_answers_approvals_by
         assert!(std::time::Instant::now() < deadline, "no restart within 60 s: {}", sup.stderr_tail());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The restarted worker got a fresh home.
+    assert!(!victim_home.join("planted.md").exists(), "a planted file survived the restart");
+    let config = std::fs::read_to_string(victim_home.join("config.toml")).expect("config");
+    assert!(!config.contains("POISONED"), "the config was not regenerated: {config}");
     up.set_tool_call(Some(("exec_command", r#"{"cmd":"git push origin main"}"#)));
     let (events, _) = run("now push").await;
     assert!(matches!(events.last(), Some(TurnEvent::Completed { .. })), "{events:?}");
