@@ -313,6 +313,61 @@ impl Pool {
         }
     }
 
+    /// Starts a turn on a thread that `worker` already holds (a kept conversation), waiting for
+    /// a slot and for a free place on that worker until the queue timeout.
+    ///
+    /// Fails with [`AgentError::WorkerExited`] when that worker process is gone (its threads went
+    /// with it: the caller forgets the conversation), with [`AgentError::Busy`] when no place
+    /// frees in time.
+    pub async fn turn_on(
+        &self,
+        worker: &Arc<LiveWorker>,
+        thread: &ThreadId,
+        params: TurnParams,
+    ) -> Result<PoolTurn, AgentError> {
+        let deadline = tokio::time::Instant::now() + self.inner.settings.queue_timeout;
+        let slot = self.slot(deadline).await?;
+        let per = self.inner.settings.per_worker.max(1);
+        // Bounded: each pass either reserves, fails, or waits for a change until the deadline.
+        loop {
+            let notified = self.inner.changed.notified();
+            if !worker.conn.is_open() {
+                return Err(AgentError::WorkerExited { pending: None });
+            }
+            if worker.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < per).then_some(n + 1)).is_ok()
+            {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(AgentError::Busy { waited: self.inner.settings.queue_timeout });
+            }
+        }
+        worker.metrics.turns.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        match turn::start_turn(&worker.conn, thread, params).await {
+            Ok(stream) => Ok(PoolTurn {
+                stream,
+                worker: worker.clone(),
+                started,
+                failed: false,
+                _slot: slot,
+                changed: self.inner.changed.clone(),
+            }),
+            Err(e) => {
+                judge(worker, &e, None);
+                worker.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                worker.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.inner.changed.notify_waiters();
+                Err(e)
+            }
+        }
+    }
+
+    /// The pool's shape.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
+    }
+
     /// Shuts every worker down (drain, then end), and waits for them.
     pub async fn shutdown(&self) {
         let all = self.inner.supervisors.iter().map(|s| s.shutdown());

@@ -338,6 +338,8 @@ struct Shared {
     live: AtomicBool,
     stderr: Mutex<Ring>,
     metrics: Arc<WorkerMetrics>,
+    /// How the last process ended, or why the last start failed.
+    last_exit: Mutex<Option<String>>,
 }
 
 /// Keeps one worker alive (see the module docs).
@@ -370,6 +372,7 @@ impl Supervisor {
             recycle: watch::channel(0).0,
             live: AtomicBool::new(true),
             metrics: Arc::new(WorkerMetrics::default()),
+            last_exit: Mutex::new(None),
         });
         let task = tokio::spawn(run(shared.clone(), launcher, handler));
         Supervisor { shared, task: Arc::new(Mutex::new(Some(task))) }
@@ -405,6 +408,22 @@ impl Supervisor {
     /// Its counters.
     pub fn metrics(&self) -> &Arc<WorkerMetrics> {
         &self.shared.metrics
+    }
+
+    /// How its last process ended, or why its last start failed (`None`: none ended yet).
+    pub fn last_exit(&self) -> Option<String> {
+        self.shared.last_exit.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `ready` (serving), `stopped` (restart limit hit, or shut down), else `starting`.
+    pub fn state(&self) -> &'static str {
+        if !self.is_live() {
+            "stopped"
+        } else if self.current().is_some() {
+            "ready"
+        } else {
+            "starting"
+        }
     }
 
     /// The last bytes the worker wrote to stderr (lossy UTF-8).
@@ -451,6 +470,7 @@ async fn run(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, handler: Arc<dyn 
         generation += 1;
         let started = Instant::now();
         let outcome = start_one(&shared, &*launcher, handler.clone(), generation).await;
+        let note = |what: String| *shared.last_exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(what);
         match outcome {
             Ok((worker, mut process)) => {
                 shared.ready.send_replace(Some(worker.clone()));
@@ -464,6 +484,9 @@ async fn run(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, handler: Arc<dyn 
                     _ = stop.wait_for(|s| *s) => None,
                 };
                 shared.ready.send_replace(None);
+                if let Some(e) = &ended {
+                    note(format!("generation {generation}: {e}"));
+                }
                 if ended.is_none() {
                     // Shutdown: let the turns in flight finish, within the grace period.
                     let drain = async {
@@ -481,7 +504,8 @@ async fn run(shared: Arc<Shared>, launcher: Arc<dyn Launcher>, handler: Arc<dyn 
                     backoff = s.backoff_initial;
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                note(format!("generation {generation} did not start: {e}"));
                 shared.metrics.failed_starts.fetch_add(1, Ordering::SeqCst);
             }
         }

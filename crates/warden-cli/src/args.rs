@@ -59,6 +59,23 @@ pub enum Command {
     ///       --upstream-url https://api.anthropic.com/v1/messages --route POST:/v1/messages < key.txt
     #[command(verbatim_doc_comment)]
     Credproxy(CredproxyArgs),
+    /// An OpenAI-compatible API (chat completions, responses, models) over a pool of Codex
+    /// app-server workers, each in warden's sandbox; the model key stays in warden.
+    ///
+    /// Every setting also comes from its environment variable (codex-completions-api's names:
+    /// PORT, PROXY_HOST, PROXY_API_KEY, PROXY_SANDBOX_MODE, PROXY_APPROVAL_POLICY, CODEX_BIN,
+    /// CODEX_HOME, CODEX_MODEL, WORKER_MAX_CONCURRENCY, WORKER_*_MS, WORKER_RESTART_MAX,
+    /// PROXY_TIMEOUT_MS, PROXY_IDLE_TIMEOUT_MS, PROXY_SSE_KEEPALIVE_MS) or from [serve] in
+    /// warden.toml; a flag wins over the environment, which wins over the file. Binds loopback
+    /// by default; a non-loopback address needs client keys of at least 32 characters.
+    ///
+    /// Examples:
+    ///   warden serve --no-auth --credential-env OPENAI_API_KEY            # http://127.0.0.1:11435/v1
+    ///   warden serve --listen 0.0.0.0:8080 --api-key-file keys.txt --credential-file /run/secrets/openai \
+    ///       --model codex=gpt-5.1-codex:medium --workers 4
+    ///   warden serve --sandbox workspace-write --workdir ~/proj --approval-policy on-request --no-auth
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
     /// Verify, checkpoint, show or follow the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -162,6 +179,79 @@ pub enum AuditCommand {
         #[command(flatten)]
         log: AuditLogArgs,
     },
+}
+
+/// `warden serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on ADDR:PORT [default: 127.0.0.1:11435; env PROXY_HOST, PORT]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// A model id served in /v1/models, optionally mapped to a Codex model and a default
+    /// reasoning effort (none, minimal, low, medium, high, xhigh); repeatable [default: CODEX_MODEL, else "codex" = Codex's default]
+    #[arg(long = "model", value_name = "ID[=CODEX_MODEL[:EFFORT]]")]
+    pub models: Vec<String>,
+    /// Workers serving at once (one more runs as a warm spare) [default: 2]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<u64>,
+    /// Turns one worker serves at once [default: 4; env WORKER_MAX_CONCURRENCY]
+    #[arg(long, value_name = "M")]
+    pub worker_concurrency: Option<u64>,
+    /// The Codex binary [default: codex on PATH; env CODEX_BIN]
+    #[arg(long, value_name = "PATH")]
+    pub codex_bin: Option<PathBuf>,
+    /// Where the workers' model requests go, with the key injected [default: https://api.openai.com/v1/responses]
+    #[arg(long, visible_alias = "upstream-url", value_name = "URL")]
+    pub credential_upstream: Option<String>,
+    /// The model key is in this environment variable of warden's (removed from warden's
+    /// environment once read) [default: OPENAI_API_KEY when set]
+    #[arg(long, value_name = "VAR", conflicts_with = "credential_file")]
+    pub credential_env: Option<String>,
+    /// The model key is in this file (hidden from the workers)
+    #[arg(long, value_name = "FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// A ChatGPT login's auth.json instead of a key: mounted read-only into each worker (a
+    /// startup warning says the worker can read that token)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["credential_env", "credential_file"])]
+    pub codex_auth: Option<PathBuf>,
+    /// Client keys, one "name:key" per line (# comments); or env PROXY_API_KEY (named "default")
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Serve without client keys (loopback addresses only; a warning)
+    #[arg(long)]
+    pub no_auth: bool,
+    /// The workers' profile: offline, workspace-write or trusted [default: offline]
+    #[arg(short, long, value_name = "PROFILE", conflicts_with = "sandbox", value_parser = ["offline", "workspace-write", "trusted"])]
+    pub profile: Option<String>,
+    /// The workers' sandbox in Codex's names: read-only, workspace-write, danger-full-access
+    /// [default: read-only; env PROXY_SANDBOX_MODE]
+    #[arg(long, value_name = "MODE")]
+    pub sandbox: Option<String>,
+    /// Codex's approval policy: untrusted, on-failure, on-request, never (requests are answered
+    /// by [[agent.rule]] in warden.toml, declined otherwise) [default: never; env PROXY_APPROVAL_POLICY]
+    #[arg(long, value_name = "POLICY")]
+    pub approval_policy: Option<String>,
+    /// The project the workers work in (writable with workspace-write)
+    #[arg(short = 'C', long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Where the workers' homes are made [default: $XDG_STATE_HOME/warden-serve, else
+    /// ~/.local/state/warden-serve, else /var/tmp/warden-serve-UID; never under TMPDIR]
+    #[arg(long, value_name = "DIR")]
+    pub worker_home: Option<PathBuf>,
+    /// A domain the workers may reach through the egress proxy (repeatable)
+    #[arg(long, value_name = "DOMAIN")]
+    pub allow_domain: Vec<String>,
+    /// Let --sandbox danger-full-access select warden's trusted profile (a warning)
+    #[arg(long)]
+    pub allow_trusted: bool,
+    /// An origin browsers may call from (repeatable; CORS is off unless one is given)
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+    /// warden.toml (its [serve], [[agent.rule]] and [audit] tables)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 /// `warden egress`.

@@ -13,6 +13,7 @@ mod doctor;
 mod egress;
 mod explain;
 mod run;
+mod serve;
 mod ui;
 
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         args::Command::Audit(a) => audit::audit(a),
         args::Command::Egress(a) => egress::standalone(a),
         args::Command::Credproxy(a) => credproxy::standalone(a),
+        args::Command::Serve(a) => serve::serve(a),
         args::Command::Session(a) => session_child(&a),
         args::Command::True => 0,
     };

@@ -105,6 +105,90 @@ pub struct WardenConfig {
     /// `[[agent.rule]]` entries, in file order: how a gateway answers an agent's command
     /// approval requests (see `warden_agent::approval`).
     pub agent_rules: Vec<AgentRule>,
+    /// `[serve]`: settings of `warden serve`, type-checked here, interpreted (ranges, names) by
+    /// the gateway. Keys in file order.
+    pub serve: Vec<ServeEntry>,
+}
+
+/// The keys `[serve]` accepts and the type each takes.
+pub const SERVE_KEYS: &[(&str, ServeType)] = &[
+    ("listen", ServeType::String),
+    ("models", ServeType::Strings),
+    ("workers", ServeType::Integer),
+    ("worker_concurrency", ServeType::Integer),
+    ("codex_bin", ServeType::Path),
+    ("codex_home", ServeType::Path),
+    ("credential_upstream", ServeType::String),
+    ("credential_env", ServeType::String),
+    ("credential_file", ServeType::Path),
+    ("codex_auth", ServeType::Path),
+    ("api_key_file", ServeType::Path),
+    ("sandbox", ServeType::String),
+    ("approval_policy", ServeType::String),
+    ("workdir", ServeType::Path),
+    ("worker_home", ServeType::Path),
+    ("allow_domains", ServeType::Strings),
+    ("allow_trusted", ServeType::Boolean),
+    ("cors_origins", ServeType::Strings),
+    ("request_timeout_ms", ServeType::Integer),
+    ("handshake_timeout_ms", ServeType::Integer),
+    ("startup_timeout_ms", ServeType::Integer),
+    ("backoff_initial_ms", ServeType::Integer),
+    ("backoff_max_ms", ServeType::Integer),
+    ("restart_max", ServeType::Integer),
+    ("shutdown_grace_ms", ServeType::Integer),
+    ("timeout_ms", ServeType::Integer),
+    ("idle_timeout_ms", ServeType::Integer),
+    ("sse_keepalive_ms", ServeType::Integer),
+    ("max_body_bytes", ServeType::Size),
+    ("max_streams", ServeType::Integer),
+    ("queue", ServeType::Integer),
+    ("queue_timeout_ms", ServeType::Integer),
+    ("thread_ttl_secs", ServeType::Integer),
+    ("max_threads", ServeType::Integer),
+    ("key_concurrency", ServeType::Integer),
+    ("key_rate_per_minute", ServeType::Integer),
+];
+
+/// The type of a `[serve]` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServeType {
+    /// A string.
+    String,
+    /// A path (`~/` and relative paths expanded against the file's directory).
+    Path,
+    /// A non-negative integer.
+    Integer,
+    /// A non-negative integer or a size string such as `"16M"`.
+    Size,
+    /// A boolean.
+    Boolean,
+    /// An array of strings.
+    Strings,
+}
+
+/// One `[serve]` value, already of its key's type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServeValue {
+    /// A string or a path (expanded).
+    String(String),
+    /// An integer or a size, in bytes.
+    Integer(u64),
+    /// A boolean.
+    Boolean(bool),
+    /// An array of strings.
+    Strings(Vec<String>),
+}
+
+/// One `[serve]` key with its value and where it was written (for messages).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeEntry {
+    /// The key (one of [`SERVE_KEYS`]).
+    pub key: String,
+    /// The value.
+    pub value: ServeValue,
+    /// `file:line`.
+    pub location: String,
 }
 
 /// One `[[agent.rule]]`: a command whose words start with `prefix` gets `decision`.
@@ -512,7 +596,7 @@ impl WardenConfig {
             &ctx,
             "the top-level table".to_owned(),
             &root,
-            &["profile", "filesystem", "network", "env", "limits", "audit", "agent"],
+            &["profile", "filesystem", "network", "env", "limits", "audit", "agent", "serve"],
         )?;
 
         if let Some(node) = top.get("profile") {
@@ -656,8 +740,34 @@ impl WardenConfig {
         if let Some(agent) = top.child("agent", Some(&["rule"]))? {
             cfg.agent_rules = agent_rules(&agent)?;
         }
+        let serve_keys: Vec<&str> = SERVE_KEYS.iter().map(|(k, _)| *k).collect();
+        if let Some(serve) = top.child("serve", Some(&serve_keys))? {
+            cfg.serve = serve_entries(&serve)?;
+        }
         Ok((cfg, warnings))
     }
+}
+
+/// `[serve]`: every key checked against its type in [`SERVE_KEYS`].
+fn serve_entries(serve: &Section<'_>) -> Result<Vec<ServeEntry>, PolicyError> {
+    let mut out = Vec::new();
+    for (key, node) in serve.entries {
+        let ty = SERVE_KEYS.iter().find(|(k, _)| k == key).map(|(_, t)| *t).unwrap_or(ServeType::String);
+        let value = match ty {
+            ServeType::String => ServeValue::String(serve.string(key)?.map(|(s, _)| s.to_owned()).unwrap_or_default()),
+            ServeType::Path => ServeValue::String(
+                serve.single_path(key)?.map(|p| p.path.to_string_lossy().into_owned()).unwrap_or_default(),
+            ),
+            ServeType::Integer => ServeValue::Integer(serve.count(key, false)?.map(|(v, _)| v).unwrap_or(0)),
+            ServeType::Size => ServeValue::Integer(serve.count(key, true)?.map(|(v, _)| v).unwrap_or(0)),
+            ServeType::Boolean => ServeValue::Boolean(serve.boolean(key)?.unwrap_or(false)),
+            ServeType::Strings => {
+                ServeValue::Strings(serve.strings(key)?.into_iter().map(|(s, _)| s.to_owned()).collect())
+            }
+        };
+        out.push(ServeEntry { key: key.clone(), value, location: serve.ctx.loc(node).to_string() });
+    }
+    Ok(out)
 }
 
 /// `[[agent.rule]]`: an array of `{ prefix = [...], decision = "allow" | "deny" }` tables.

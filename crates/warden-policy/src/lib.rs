@@ -23,7 +23,7 @@ mod toml_tree;
 
 pub use config::{
     AgentRule, AllowRule, AuditConfig, CodexConfig, ConfigPath, ConfigWarning, EnvConfig, NetworkRules, RuleDecision,
-    WardenConfig, RULE_DECISION_NAMES,
+    ServeEntry, ServeType, ServeValue, WardenConfig, RULE_DECISION_NAMES, SERVE_KEYS,
 };
 pub use env::{glob_match, EnvPolicy, CORE_ENV_VARS, DEFAULT_ENV_EXCLUDES};
 pub use error::{Location, PolicyError};

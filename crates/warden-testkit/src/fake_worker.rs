@@ -16,7 +16,8 @@
 //! `{value}` after `ms`, on its own thread, so answers come out of order) and `fake/exit {code}`.
 //!
 //! The reply text of a turn is `You said: <input> [turn N of <thread>]` unless `--delta` options
-//! give the deltas. Options (argv; faults also from `FAKE_WORKER_FAULTS=a,b`):
+//! give the deltas. Options (argv; faults also from `FAKE_WORKER_FAULTS=a,b`; Codex's own `app-server`
+//! and `-c key=value` are accepted and ignored, so the fake can be a sandboxed worker's Codex binary):
 //!
 //! | option | effect |
 //! | --- | --- |
@@ -31,6 +32,7 @@
 //! | `--fault approvals` | mid-turn, sends every server request of 0.169.0 (see [`APPROVAL_PROBES`]) and reports the answers as the reply text |
 //! | `--fault overloaded` | answers requests after `initialize` with `-32001 "Server overloaded; retry later."` |
 //! | `--fault ignore-eof` | at stdin EOF, lingers up to 60 s instead of exiting (a stuck worker to kill) |
+//! | `--trace` | writes `fake-worker: <method> <params>` to stderr for every request after `initialize` |
 //! | `--delta TEXT` (repeated) | the deltas of the reply |
 //! | `--command STR` | the `command` of the v2 command approval (default `/bin/bash -lc 'git status'`) |
 //! | `--v1-command WORD` (repeated) | the `command` argv of the v1 `execCommandApproval` (default `git status`) |
@@ -139,6 +141,8 @@ pub struct Config {
     pub oversize_bytes: usize,
     /// How long each approval answer is waited for.
     pub approval_wait: Duration,
+    /// Write `fake-worker: <method> <params>` to stderr for every request received.
+    pub trace: bool,
 }
 
 impl Default for Config {
@@ -152,6 +156,7 @@ impl Default for Config {
             paths: Vec::new(),
             oversize_bytes: 9 << 20,
             approval_wait: Duration::from_secs(5),
+            trace: false,
         }
     }
 }
@@ -167,6 +172,13 @@ impl Config {
         };
         while let Some(arg) = it.next() {
             match arg.as_str() {
+                // Codex's own argv (`app-server -c key=value ...`), so the fake can stand in for
+                // the Codex binary of a sandboxed worker: accepted and ignored.
+                "app-server" => {}
+                "--trace" => cfg.trace = true,
+                "-c" | "--config" => {
+                    it.next().ok_or("-c needs key=value")?;
+                }
                 "--fault" => cfg.faults.push(Fault::parse(&it.next().unwrap_or_default())?),
                 "--delta" => cfg.deltas.push(it.next().ok_or("--delta needs a text")?),
                 "--delta-ms" => cfg.delta_pause = Duration::from_millis(number("--delta-ms", it.next())?),
@@ -353,6 +365,9 @@ impl Worker {
             line.resize(self.cfg.oversize_bytes.max(head.len()), b'x');
             line.extend_from_slice(b"\"}}\n");
             return self.write_raw(&line);
+        }
+        if self.cfg.trace {
+            eprintln!("fake-worker: {method} {params}");
         }
         match method {
             "thread/start" => self.thread_start(&id, &params),
