@@ -89,6 +89,11 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 
+# The deployment (deploy/, docs/deploy.md), root pass only, beside the container tests: the
+# Kubernetes manifests validated offline, and the FROM scratch image built from the warden the
+# tests just built and run with podman (about 20 s; up to 50 s more when its venv is first made).
+WARDEN_BIN=target/x86_64-unknown-linux-gnu/debug/warden scripts/check-deploy.sh
+
 # A bounded fuzz run of the egress proxy's parsers of untrusted input (crates/warden-egress/fuzz).
 # cargo-fuzz needs unstable compiler flags (sanitizer coverage); the machine has only the stable
 # toolchain, so RUSTC_BOOTSTRAP=1 unlocks them for this build alone (the product is never built
