@@ -367,6 +367,16 @@ impl ServeSettings {
                 if codex_name.contains('/') { "" } else { " on PATH" }
             )
         })?;
+        // The sandbox gives workers private /tmp, /var/tmp and /run: a binary there is not theirs.
+        let tmpdir = env.iter().find(|(k, _)| k == "TMPDIR").map(|(_, v)| PathBuf::from(v));
+        if ["/tmp", "/var/tmp", "/run", "/var/run"].iter().any(|d| codex_bin.starts_with(d))
+            || tmpdir.as_ref().is_some_and(|t| t.is_absolute() && codex_bin.starts_with(t))
+        {
+            return Err(format!(
+                "the Codex binary {} ({codex_src}) is under a directory the sandbox replaces with a private one (/tmp, /var/tmp, /run, TMPDIR): the workers could not run it; install it elsewhere (e.g. npm install --prefix /opt/codex @openai/codex)",
+                codex_bin.display()
+            ));
+        }
         let cred_env = l.string("credential_env")?;
         let cred_file = l.path("credential_file")?;
         let codex_auth = l.path("codex_auth")?;
