@@ -157,6 +157,7 @@ pub struct SandboxLauncher {
     name: String,
     key: Option<Arc<LockedSecret>>,
     state: Mutex<Homes>,
+    recorder: Option<warden_session::Recorder>,
 }
 
 struct Homes {
@@ -179,7 +180,14 @@ impl SandboxLauncher {
         let prepared = crate::worker::prepare(&settings, &host, name)?;
         let warnings = prepared.warnings.clone();
         let state = Mutex::new(Homes { fresh: Some(prepared), current: None });
-        Ok((SandboxLauncher { warden, settings, host, name: name.to_owned(), key, state }, warnings))
+        Ok((SandboxLauncher { warden, settings, host, name: name.to_owned(), key, state, recorder: None }, warnings))
+    }
+
+    /// The workers' sessions' audit records are appended by `recorder` (the owner's log, e.g. on
+    /// standard output) instead of by each session.
+    pub fn with_recorder(mut self, recorder: warden_session::Recorder) -> SandboxLauncher {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// The worker's home directory (of the process started last, or about to start).
@@ -212,7 +220,7 @@ impl Launcher for SandboxLauncher {
     fn launch(&self) -> LaunchFuture<'_> {
         Box::pin(async move {
             let spec = self.next_spec()?;
-            let mut h = warden_session::spawn(&self.warden, spec, self.key.as_deref())
+            let mut h = warden_session::spawn_recorded(&self.warden, spec, self.key.as_deref(), self.recorder.clone())
                 .await
                 .map_err(|e| AgentError::Protocol(format!("cannot start the worker: {e}")))?;
             if let Err(e) = h.started().await {

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod record;
+mod stream;
 mod time;
 mod writer;
 
@@ -42,6 +43,7 @@ use std::str::FromStr;
 
 use zeroize::Zeroizing;
 
+pub use stream::{AuditStream, STDOUT_NAME};
 pub use time::format_ts;
 pub use writer::AuditLog;
 

@@ -89,7 +89,7 @@ fn file_id(file: &File, path: &Path) -> Result<(u64, u64), AuditError> {
     Ok((m.dev(), m.ino()))
 }
 
-fn random_session() -> Result<String, AuditError> {
+pub(crate) fn random_session() -> Result<String, AuditError> {
     let mut b = [0u8; 8];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -163,7 +163,7 @@ fn pruned_fields(file: &str, through: u64, hash: &[u8; 64]) -> Map<String, Value
 }
 
 /// Redacts the fields, renames reserved names to `field_NAME`, and refuses floats.
-fn prepare_fields(fields: Map<String, Value>) -> Result<Map<String, Value>, AuditError> {
+pub(crate) fn prepare_fields(fields: Map<String, Value>) -> Result<Map<String, Value>, AuditError> {
     fn integers_only(v: &Value) -> bool {
         match v {
             Value::Number(n) => n.is_i64() || n.is_u64(),

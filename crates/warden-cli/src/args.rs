@@ -527,9 +527,9 @@ pub struct PolicyArgs {
 /// Where `run`, `egress` and `credproxy` write their audit records.
 #[derive(Debug, Args, Clone, Default)]
 pub struct AuditArgs {
-    /// Audit log file [default: $XDG_STATE_HOME/warden/audit.jsonl or
-    /// ~/.local/state/warden/audit.jsonl]
-    #[arg(long, value_name = "PATH", help_heading = "Audit")]
+    /// Audit log file, or - for stdout (serve, egress, credproxy: hash-chained JSON lines for log
+    /// shippers) [default: $XDG_STATE_HOME/warden/audit.jsonl or ~/.local/state/warden/audit.jsonl]
+    #[arg(long, value_name = "PATH|-", help_heading = "Audit")]
     pub audit_log: Option<PathBuf>,
     /// Do not write audit records (auditing is on unless turned off on purpose)
     #[arg(long, conflicts_with = "audit_log", help_heading = "Audit")]

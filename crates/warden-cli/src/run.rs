@@ -11,6 +11,11 @@ use crate::args::RunArgs;
 use crate::ui::{denied_line, fail, StderrEvents, EXIT_WARDEN};
 
 pub fn run(args: RunArgs) -> i32 {
+    if args.policy.audit.audit_log.as_ref().is_some_and(|p| p.as_os_str() == warden_policy::policy::AUDIT_STDOUT) {
+        return fail(
+            "--audit-log -: in warden run, standard output is the command's; write the log to a file (--audit-log PATH)",
+        );
+    }
     let credential = args.credential();
     // First, while warden is single-threaded and before the environment is read for the policy:
     // the key goes into locked memory and its variable out of warden's environment.

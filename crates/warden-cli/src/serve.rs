@@ -95,7 +95,7 @@ pub fn serve(args: ServeArgs) -> i32 {
 }
 
 fn serve_inner(args: ServeArgs) -> Result<(), String> {
-    let host = crate::config::host()?;
+    let mut host = crate::config::host()?;
     let env: Vec<(String, String)> = host.env.clone();
     // [serve] and [[agent.rule]] of the same file `warden run` reads.
     let config_path =
@@ -130,6 +130,12 @@ fn serve_inner(args: ServeArgs) -> Result<(), String> {
         ),
         None => None,
     };
+    // The snapshot of the environment no longer holds either key.
+    let secret_vars: Vec<String> = match &s.credential {
+        Some(CredentialChoice::Env(var)) => vec![var.clone(), "PROXY_API_KEY".into()],
+        _ => vec!["PROXY_API_KEY".into()],
+    };
+    host.env.retain(|(k, _)| !secret_vars.contains(k));
     let keys = if s.no_auth {
         if !key_pairs.is_empty() {
             return Err("--no-auth and client keys (--api-key-file / PROXY_API_KEY): give one".into());

@@ -309,10 +309,9 @@ impl Gateway {
         };
         let _ = tokio::time::timeout(grace, drained).await;
         sweeper.abort();
-        self.state
-            .recorder
-            .record("serve.stop", fields([("in_flight", json!(self.state.metrics.in_flight.load(Ordering::SeqCst)))]));
+        let left = self.state.metrics.in_flight.load(Ordering::SeqCst);
         self.state.pool.shutdown().await;
+        self.state.recorder.record("serve.stop", fields([("in_flight_at_drain_end", json!(left))]));
         self.state.recorder.flush();
     }
 

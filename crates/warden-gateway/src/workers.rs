@@ -37,6 +37,11 @@ pub fn codex_name(profile: warden_policy::Profile) -> &'static str {
     }
 }
 
+/// Whether the workers' audit log (their policy's) is standard output.
+fn ws_audit_is_stdout(ws: &WorkerSettings, host: &HostContext) -> bool {
+    warden_policy::resolve(&ws.base_options, host).is_ok_and(|r| r.policy.audit.enabled && r.policy.audit.is_stdout())
+}
+
 /// Prepares every worker (so a bad setting fails now) and starts the pool.
 #[allow(clippy::too_many_arguments)]
 pub fn start(
@@ -71,7 +76,8 @@ pub fn start(
         }
         _ => Vec::new(),
     };
-    let policy = Arc::new(ApprovalPolicy::new(approval, rules, roots, Arc::new(RecorderSink(recorder))));
+    let forward = ws_audit_is_stdout(&ws, host);
+    let policy = Arc::new(ApprovalPolicy::new(approval, rules, roots, Arc::new(RecorderSink(recorder.clone()))));
     let mut launchers: Vec<Arc<dyn Launcher>> = Vec::new();
     for i in 0..=s.workers {
         let name = format!("w{i}");
@@ -80,6 +86,8 @@ pub fn start(
         if i == 0 {
             warnings.extend(w);
         }
+        // A log on standard output has one writer: this process appends the sessions' records.
+        let launcher = if forward { launcher.with_recorder(recorder.clone()) } else { launcher };
         launchers.push(Arc::new(launcher));
     }
     let supervisor = SupervisorSettings {

@@ -1145,6 +1145,25 @@ max_file_size = 1048576
     }
 
     #[test]
+    fn serve_keys_are_type_checked_with_their_location() {
+        let (cfg, _) = parse(
+            "[serve]\nlisten = \"0.0.0.0:8080\"\nworkers = 3\nmodels = [\"a\", \"b=gpt:low\"]\nmax_body_bytes = \"1M\"\nallow_trusted = true\nworkdir = \"~/proj\"\n",
+        )
+        .expect("parse");
+        let get = |k: &str| cfg.serve.iter().find(|e| e.key == k).map(|e| (e.value.clone(), e.location.clone()));
+        assert_eq!(get("listen"), Some((ServeValue::String("0.0.0.0:8080".into()), "/x/warden.toml:2".into())));
+        assert_eq!(get("workers").map(|v| v.0), Some(ServeValue::Integer(3)));
+        assert_eq!(get("models").map(|v| v.0), Some(ServeValue::Strings(vec!["a".into(), "b=gpt:low".into()])));
+        assert_eq!(get("max_body_bytes").map(|v| v.0), Some(ServeValue::Integer(1 << 20)));
+        assert_eq!(get("allow_trusted").map(|v| v.0), Some(ServeValue::Boolean(true)));
+        assert_eq!(get("workdir").map(|v| v.0), Some(ServeValue::String("/home/u/proj".into())));
+        let e = err("[serve]\nworkers = \"two\"\n");
+        assert!(e.contains("/x/warden.toml:2") && e.contains("workers") && e.contains("integer"), "{e}");
+        let e = err("[serve]\nport = 80\n");
+        assert!(e.contains("unknown key \"port\" in [serve]") && e.contains("listen"), "{e}");
+    }
+
+    #[test]
     fn agent_rules_parse_in_order_with_lines() {
         let (cfg, w) = parse(
             "[[agent.rule]]\nprefix = [\"git\", \"status\"]\ndecision = \"allow\"\n\n[[agent.rule]]\n\
@@ -1245,7 +1264,7 @@ max_file_size = 1048576
         );
         assert_eq!(
             err("\n\nprofiles = \"offline\"\n"),
-            "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits, audit, agent)"
+            "/x/warden.toml:3: unknown key \"profiles\" in the top-level table (accepted: profile, filesystem, network, env, limits, audit, agent, serve)"
         );
         assert_eq!(
             err("[network]\nmode = \"none\"\nallowed = []\n"),

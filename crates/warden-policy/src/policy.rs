@@ -157,10 +157,24 @@ pub struct AuditSettings {
     pub keep: u32,
     /// HMAC key file (keyed chain), absolute.
     pub key_file: Option<PathBuf>,
+    /// Records go to the session's owner over warden-session's control channel, which appends
+    /// them to its own log (one writer for a log on standard output); set by the owner only.
+    #[serde(default)]
+    pub forward: bool,
     /// The records the sandbox's own activity may cause (egress decisions, credential-proxy
     /// requests) per run and hour, at most: a count and a size in bytes.
     #[serde(default = "default_budget")]
     pub run_budget: (u64, u64),
+}
+
+/// `--audit-log -`: the log is standard output (hash-chained JSON lines for log shippers).
+pub const AUDIT_STDOUT: &str = "-";
+
+impl AuditSettings {
+    /// Whether the log is standard output (`--audit-log -`).
+    pub fn is_stdout(&self) -> bool {
+        self.path.as_ref().is_some_and(|p| p.as_os_str() == AUDIT_STDOUT)
+    }
 }
 
 /// Records and bytes a run's sandbox may cause per hour unless `[audit] run_budget_*` say otherwise.
@@ -223,6 +237,7 @@ mod tests {
                 max_bytes: None,
                 keep: 1,
                 key_file: None,
+                forward: false,
                 run_budget: DEFAULT_RUN_BUDGET,
             },
             sources: vec![("profile".into(), "--profile".into())],

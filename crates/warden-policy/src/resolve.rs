@@ -460,7 +460,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         hide_audit_state(&audit, &workdir, &mut deny_read)?;
         // What configures later runs stays out of reach, whether it exists yet or not.
         let config_dir = default_config_path(host).and_then(|p| p.parent().map(Path::to_owned));
-        let state_dir = audit.path.as_ref().and_then(|p| p.parent().map(Path::to_owned));
+        let state_dir = audit.path.as_ref().filter(|_| !audit.is_stdout()).and_then(|p| p.parent().map(Path::to_owned));
         for (what, dir) in [("config", config_dir), ("state", state_dir)] {
             let Some(dir) = dir.map(|d| canonical_as_far_as_exists(&d)) else { continue };
             if let Some(root) = writable_roots.iter().find(|r| is_within(&dir, r)) {
@@ -558,7 +558,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
 /// command can neither read nor alter the record of what it did (even under a writable parent); a
 /// workdir inside the log's directory is refused.
 fn hide_audit_state(audit: &AuditSettings, workdir: &Path, deny_read: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
-    if let Some(dir) = audit.path.as_ref().and_then(|p| p.parent()) {
+    if let Some(dir) = audit.path.as_ref().filter(|_| !audit.is_stdout()).and_then(|p| p.parent()) {
         let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         if workdir.starts_with(&dir) {
             return Err(PolicyError::AuditDirContainsWorkdir { dir, workdir: workdir.to_path_buf() });
@@ -622,6 +622,7 @@ fn resolve_audit(
     let cfg = warden.map(|w| w.audit.clone()).unwrap_or_default();
     let enabled = !opts.no_audit && cfg.enabled.unwrap_or(true);
     let path = match (&opts.audit_log, &cfg.path) {
+        (Some(p), _) if p.as_os_str() == crate::policy::AUDIT_STDOUT => Some(p.clone()),
         (Some(p), _) => Some(absolutize(cwd, p)),
         (None, Some(p)) => Some(p.path.clone()),
         (None, None) => default_audit_path(host),
@@ -641,6 +642,7 @@ fn resolve_audit(
         },
         keep: cfg.keep.unwrap_or(DEFAULT_AUDIT_KEEP),
         key_file,
+        forward: false,
         run_budget: (
             cfg.run_budget_records.unwrap_or(crate::policy::DEFAULT_RUN_BUDGET.0),
             cfg.run_budget_bytes.unwrap_or(crate::policy::DEFAULT_RUN_BUDGET.1),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
-use warden_audit::{AuditConfig, AuditKey, AuditLog, Fsync};
+use warden_audit::{AuditConfig, AuditKey, AuditLog, AuditStream, Fsync};
 use warden_credproxy::{RequestRecord, RequestSink};
 use warden_egress::{Decision, DecisionSink};
 use warden_policy::AuditSettings;
@@ -33,10 +33,20 @@ fn fields_of<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
+/// Where a [`Recorder`]'s records go.
+enum Sink {
+    /// A log file.
+    File(AuditLog),
+    /// Standard output (`--audit-log -`).
+    Stream(AuditStream),
+    /// The session's owner, as [`SessionEvent::Record`]s over the control channel.
+    Owner,
+}
+
 /// Appends audit records (when auditing is on), from any thread.
 #[derive(Clone)]
 pub struct Recorder {
-    log: Arc<Mutex<Option<AuditLog>>>,
+    log: Arc<Mutex<Option<Sink>>>,
     events: Arc<dyn EventSink>,
     budget: Arc<Mutex<Budget>>,
 }
@@ -131,13 +141,24 @@ impl Recorder {
         self.budget.lock().unwrap_or_else(|p| p.into_inner()).dropped.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<AuditLog>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Sink>> {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends one record; `false` (and an [`SessionEvent::AuditFailed`]) when it could not be.
     pub fn record(&self, event: &str, fields: Map<String, Value>) -> bool {
-        let result = self.lock().as_mut().map(|log| log.append(event, fields));
+        let mut guard = self.lock();
+        let result = match guard.as_mut() {
+            None => None,
+            Some(Sink::File(log)) => Some(log.append(event, fields)),
+            Some(Sink::Stream(log)) => Some(log.append(event, fields)),
+            Some(Sink::Owner) => {
+                drop(guard);
+                self.events.event(&SessionEvent::Record { name: event.to_owned(), fields });
+                return true;
+            }
+        };
+        drop(guard);
         match result {
             None | Some(Ok(_)) => true,
             Some(Err(e)) => {
@@ -149,7 +170,10 @@ impl Recorder {
 
     /// Syncs pending records (batch mode) now.
     pub fn flush(&self) {
-        let result = self.lock().as_mut().map(|log| log.flush());
+        let result = match self.lock().as_mut() {
+            Some(Sink::File(log)) => Some(log.flush()),
+            _ => None,
+        };
         if let Some(Err(e)) = result {
             self.events.event(&SessionEvent::AuditFailed { record: "sync".to_owned(), error: e.to_string() });
         }
@@ -157,14 +181,21 @@ impl Recorder {
 
     /// The session id of this recorder's records (`None` when auditing is off).
     pub fn session(&self) -> Option<String> {
-        self.lock().as_ref().map(|log| log.session().to_owned())
+        match self.lock().as_ref() {
+            Some(Sink::File(log)) => Some(log.session().to_owned()),
+            Some(Sink::Stream(log)) => Some(log.session().to_owned()),
+            Some(Sink::Owner) | None => None,
+        }
     }
 }
 
 /// Opens the log per the settings (`None` when auditing is off).
-fn open_log(settings: &AuditSettings) -> Result<Option<AuditLog>, SessionError> {
+fn open_log(settings: &AuditSettings) -> Result<Option<Sink>, SessionError> {
     if !settings.enabled {
         return Ok(None);
+    }
+    if settings.forward {
+        return Ok(Some(Sink::Owner));
     }
     let Some(path) = &settings.path else { return Ok(None) };
     let fsync: Fsync = settings.fsync.parse().map_err(|e| SessionError::Audit(format!("[audit] fsync: {e}")))?;
@@ -173,8 +204,13 @@ fn open_log(settings: &AuditSettings) -> Result<Option<AuditLog>, SessionError> 
         .as_deref()
         .map(|p| AuditKey::from_file(p).map_err(|e| SessionError::Audit(e.to_string())))
         .transpose()?;
+    if settings.is_stdout() {
+        return AuditStream::stdout(key)
+            .map(|s| Some(Sink::Stream(s)))
+            .map_err(|e| SessionError::Audit(format!("cannot write the audit log to standard output: {e}")));
+    }
     let cfg = AuditConfig { path: path.clone(), fsync, max_bytes: settings.max_bytes, keep: settings.keep, key };
-    AuditLog::open(cfg).map(Some).map_err(|e| {
+    AuditLog::open(cfg).map(|l| Some(Sink::File(l))).map_err(|e| {
         SessionError::Audit(format!(
             "cannot open the audit log {}: {e}. Fix it, choose another place with --audit-log PATH, \
              or run without a record on purpose with --no-audit",

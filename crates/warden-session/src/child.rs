@@ -66,6 +66,13 @@ fn start(stream: &UnixStream, events: &Arc<ChannelEvents>) -> Result<i32, Sessio
         Ok(_) => return Err(SessionError::Protocol("the first frame is not a start request".into())),
         Err(e) => return Err(SessionError::Protocol(format!("the start request is not valid: {e}"))),
     };
+    if spec.policy.audit.enabled && spec.policy.audit.is_stdout() && !spec.policy.audit.forward {
+        return Err(SessionError::Audit(
+            "a spawned session cannot write its audit log to standard output (its standard output is the command's): \
+             its owner appends the records (spawn_recorded)"
+                .into(),
+        ));
+    }
     let given = spec.credential.as_ref().is_some_and(|c| c.source == CredentialSource::Given);
     if given != key_follows {
         return Err(SessionError::CredentialMismatch("the key frame must follow exactly when the credential is given"));

@@ -67,6 +67,14 @@ pub enum SessionEvent {
         /// The error, one line.
         message: String,
     },
+    /// An audit record of a spawned session whose log is its owner's
+    /// ([`warden_policy::AuditSettings::forward`]): the owner appends it to its own log.
+    Record {
+        /// The record's event name.
+        name: String,
+        /// Its fields.
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
     /// The session ended.
     Exited(SessionExit),
 }

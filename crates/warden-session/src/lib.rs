@@ -55,7 +55,7 @@ pub use event::{EventSink, NullEvents, SessionEvent, SessionExit};
 pub use prepare::{prepare, DegradedLayer, Prepared, CREDENTIAL_PORT, DUMMY_KEY};
 pub use proxies::{build_egress, egress_config, flush_every_second};
 pub use session::{Report, Session};
-pub use spawn::{spawn, SessionEnd, SessionHandle};
+pub use spawn::{spawn, spawn_recorded, SessionEnd, SessionHandle};
 pub use warden_credproxy::LockedSecret;
 pub use warden_sandbox::launch::Outcome;
 

@@ -31,7 +31,9 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, watch};
 
 use crate::frame::{self, Request, MAX_FRAME};
-use crate::{CredentialSource, LockedSecret, SessionError, SessionEvent, SessionExit, SessionSpec, StdioMode};
+use crate::{
+    CredentialSource, LockedSecret, Recorder, SessionError, SessionEvent, SessionExit, SessionSpec, StdioMode,
+};
 
 /// The descriptor number of the control socket in the child.
 pub const CONTROL_FD: i32 = 3;
@@ -106,9 +108,23 @@ pub struct SessionHandle {
 /// environment, and sent like a given key).
 pub async fn spawn(
     warden: &Path,
-    mut spec: SessionSpec,
+    spec: SessionSpec,
     key: Option<&LockedSecret>,
 ) -> Result<SessionHandle, SessionError> {
+    spawn_recorded(warden, spec, key, None).await
+}
+
+/// [`spawn`], the session's audit records appended by `recorder` (this process's log) instead
+/// of by the child: one writer, one chain, also for a log on standard output.
+pub async fn spawn_recorded(
+    warden: &Path,
+    mut spec: SessionSpec,
+    key: Option<&LockedSecret>,
+    recorder: Option<Recorder>,
+) -> Result<SessionHandle, SessionError> {
+    if recorder.is_some() && spec.policy.audit.enabled {
+        spec.policy.audit.forward = true;
+    }
     let env_key = match spec.credential.as_mut() {
         Some(c) => match &c.source {
             CredentialSource::Env { var } => {
@@ -190,6 +206,14 @@ pub async fn spawn(
                 Ok(None) | Err(_) => break,
             };
             let Ok(event) = serde_json::from_slice::<SessionEvent>(&body) else { continue };
+            if let SessionEvent::Record { name, mut fields } = event {
+                if let Some(r) = &recorder {
+                    // Which session it came from: the pid of its `warden __session` process.
+                    fields.insert("session_pid".into(), serde_json::json!(pid));
+                    r.record(&name, fields);
+                }
+                continue;
+            }
             state_tx.send_modify(|s| match &event {
                 SessionEvent::Started { pid, .. } => s.started = Some(*pid),
                 SessionEvent::Exited(e) => s.exit = Some(e.clone()),

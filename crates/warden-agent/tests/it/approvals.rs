@@ -170,6 +170,7 @@ async fn decisions_become_agent_approval_audit_records() {
         max_bytes: None,
         keep: 1,
         key_file: None,
+        forward: false,
         run_budget: warden_policy::policy::DEFAULT_RUN_BUDGET,
     };
     let recorder = warden_session::Recorder::open(&settings, Arc::new(warden_session::NullEvents)).expect("recorder");

@@ -355,3 +355,59 @@ fn real_codex_workers_answer_and_continue_conversations_without_the_key() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains(MODEL_KEY) && !err.contains(CLIENT_KEY));
 }
+
+#[test]
+fn an_audit_log_on_stdout_is_one_verifiable_chain_with_the_workers_records() {
+    let s = Scratch::visible();
+    let fake = visible_fake(&s);
+    let out = s.root.join("stdout.jsonl");
+    let mut cmd = warden_testkit::scrubbed_command(crate::warden_path());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--no-auth", "--audit-log", "-", "--credential-env", "WARDEN_TEST_MODEL_KEY"])
+        .arg("--codex-bin")
+        .arg(&fake)
+        .arg("--worker-home")
+        .arg(s.root.join("homes"))
+        .env("WARDEN_TEST_MODEL_KEY", MODEL_KEY)
+        .current_dir(&s.ws)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("create"))
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr: SocketAddr = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("warden: serving http://").and_then(|r| r.split('/').next()).and_then(|a| a.parse().ok())
+        })
+        .expect("the serving line");
+    let srv = Serve { child, addr, stderr: Arc::default() };
+    srv.ready();
+    let chat = json!({"model": "codex", "messages": [{"role": "user", "content": "PROMPT-TEXT"}]});
+    assert_eq!(http(srv.addr, "POST", "/v1/chat/completions", None, Some(&chat)).0, 200);
+    let (code, _) = srv.stop();
+    assert_eq!(code, 0);
+    let text = std::fs::read_to_string(&out).expect("stdout");
+    let records: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("every stdout line is a record")).collect();
+    let sessions: std::collections::BTreeSet<&str> = records.iter().filter_map(|r| r["session"].as_str()).collect();
+    assert_eq!(sessions.len(), 1, "one writer, one chain");
+    for e in ["serve.start", "run.start", "serve.request", "run.exit", "serve.stop"] {
+        assert!(records.iter().any(|r| r["event"] == e), "{e}: {text}");
+    }
+    assert_eq!(
+        records.iter().filter(|r| r["event"] == "run.start").count(),
+        3,
+        "each worker's session, the spare's too"
+    );
+    assert!(records.iter().filter(|r| r["event"] == "run.start").all(|r| r["session_pid"].as_u64().is_some()));
+    assert!(!text.contains("PROMPT-TEXT") && !text.contains(MODEL_KEY));
+    crate::warden().args(["audit", "verify", "--audit-log"]).args([&out]).run().success().stdout_has("chain intact");
+    crate::warden()
+        .args(["run", "--audit-log", "-", "--", "true"])
+        .run()
+        .code(125)
+        .stderr_has("standard output is the command's");
+}

@@ -98,6 +98,7 @@ impl Server {
             max_bytes: None,
             keep: 1,
             key_file: None,
+            forward: false,
             run_budget: warden_policy::policy::DEFAULT_RUN_BUDGET,
         };
         let recorder = Recorder::open(&audit_settings, Arc::new(NullEvents)).expect("audit log");
