@@ -54,7 +54,7 @@ use crate::metrics::Metrics;
 use crate::run::{Event, Kept, RequestCtx};
 use crate::settings::ModelEntry;
 
-/// Request header bytes accepted, at most (hyper answers 431 above it).
+/// Request header bytes accepted, at most (431 above it).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// What the gateway needs besides its pool.
@@ -375,6 +375,17 @@ impl Gateway {
     ) -> Response<Body> {
         let st = &self.state;
         let path = req.uri().path().to_owned();
+        let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if header_bytes + req.uri().to_string().len() > MAX_HEADER_BYTES {
+            return error_response(&ApiError {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                message: format!("the request's headers are over the cap of {MAX_HEADER_BYTES} bytes"),
+                kind: "invalid_request_error",
+                param: None,
+                code: "headers_too_large",
+                retry_after: None,
+            });
+        }
         let Some((route, method)) = route(&path) else {
             if req.method() == Method::OPTIONS {
                 return self.preflight(&req);

@@ -114,8 +114,9 @@ enum Outcome {
 }
 
 /// Ends a turn that no one reads any more: interrupts it and drains its events (bounded), so
-/// its slot is released only when the worker stopped working on it.
-fn interrupt_in_background(mut pt: PoolTurn) {
+/// its slot is released only when the worker stopped working on it; with `forget`, then tells
+/// the worker to forget the thread.
+fn interrupt_in_background(mut pt: PoolTurn, forget: bool) {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(5), pt.stream.interrupt()).await;
         let drain = async {
@@ -127,6 +128,9 @@ fn interrupt_in_background(mut pt: PoolTurn) {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+        if forget {
+            let _ = turn::unsubscribe(&pt.worker.conn, pt.stream.thread_id()).await;
+        }
     });
 }
 
@@ -343,7 +347,7 @@ async fn drive(
     let completed = result.is_ok();
     let turn_open = matches!(&result, Err(None) | Err(Some(ApiError { code: "worker_request_timeout", .. })));
     if turn_open {
-        interrupt_in_background(pt);
+        interrupt_in_background(pt, continued.is_none());
     } else {
         drop(pt);
     }

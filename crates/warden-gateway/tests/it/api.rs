@@ -334,3 +334,17 @@ async fn every_turn_request_is_one_audit_record_without_prompt_text() {
     assert_eq!(f(unauth, "client_key"), Value::Null);
     assert!(records.iter().any(|r| r["event"] == "serve.stop"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_streams_get_keepalive_comments() {
+    let mut gs = settings();
+    gs.sse_keepalive = Duration::from_millis(150);
+    let s =
+        Server::start(gs, fake_pool(&["--fault", "slow-deltas", "--delta-ms", "700"], pool_settings(1, 2)), None).await;
+    let r = chat_stream(s.addr, "slow").await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("\n: keepalive\n\n") || text.starts_with(": keepalive"), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    s.stop().await;
+}

@@ -90,6 +90,10 @@ async fn bad_requests_get_400_404_405_413_with_the_field_named() {
     );
     let r = raw(s.addr, "POST", "/v1/chat/completions", &h, big.as_bytes()).await;
     assert_envelope(&r, 413, "request_entity_too_large");
+    // Over the header cap (64 KiB): refused by hyper with 431.
+    let huge = "h".repeat(70 * 1024);
+    let r = raw(s.addr, "GET", "/v1/models", &[("X-Padding", huge.as_str())], b"").await;
+    assert_envelope(&r, 431, "headers_too_large");
     s.stop().await;
 }
 
