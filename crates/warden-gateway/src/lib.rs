@@ -658,8 +658,9 @@ impl Gateway {
             let (events_tx, events_rx) = mpsc::channel::<Event>(256);
             let _ = events_tx.try_send(first);
             tokio::spawn(async move {
-                // Bounded by the runner: it sends Done last, then drops its sender.
-                while let Some(e) = rx.recv().await {
+                // Bounded by the runner (it sends Done last, then drops its sender), or ended by a
+                // client that left (the renderer dropped events_rx): the runner then interrupts.
+                while let Some(e) = tokio::select! { e = rx.recv() => e, _ = events_tx.closed() => None } {
                     if events_tx.send(e).await.is_err() {
                         break;
                     }
