@@ -47,6 +47,20 @@ if [ -z "${WARDEN_CODEX_BIN:-}" ]; then
   fi
 fi
 
+# The official OpenAI SDKs for warden serve's SDK test (crates/warden-cli/tests/it/sdk.rs): Python
+# openai from PyPI in a venv, Node openai from npm with the Node 22 it needs, pinned in
+# crates/warden-cli/tests/sdk/. Root installs them when missing; as another user an existing
+# install is used, else that test is skipped (it fails when CI is set).
+sdk_dir=/opt/warden-sdk
+if [ -z "${WARDEN_SDK_PYTHON:-}" ] || [ -z "${WARDEN_SDK_NODE_DIR:-}" ]; then
+  if [ "$(id -u)" = 0 ] || { [ -x "$sdk_dir/py/bin/python" ] && [ -x "$sdk_dir/node/node_modules/.bin/node" ]; }; then
+    log "OpenAI SDKs (Python, Node) for the serve SDK test"
+    sdk_env=$(scripts/install-sdks.sh "$sdk_dir")
+    eval "$sdk_env"
+    echo "$sdk_env"
+  fi
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -150,6 +164,7 @@ while read -r bin; do
       env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$stage/tmp" TMPDIR="$stage/tmp" \
       WARDEN_BIN="$stage/warden" WARDEN_FAKE_WORKER="$stage/fake-worker" WARDEN_TEST_TMP="$stage/tmp" WARDEN_TEST_HOST_DIR="$hostdir" CI="${CI:-}" \
       WARDEN_CODEX_BIN="${WARDEN_CODEX_BIN:-}" \
+      WARDEN_SDK_PYTHON="${WARDEN_SDK_PYTHON:-}" WARDEN_SDK_NODE_DIR="${WARDEN_SDK_NODE_DIR:-}" \
       "./$name" 2>&1); then
     echo "$out" | grep -E '^test result' || true
   else

@@ -39,6 +39,7 @@ mod net;
 mod positive;
 mod proc_ipc;
 mod repos;
+mod sdk;
 mod serve;
 mod spawn;
 mod syscalls;
