@@ -178,6 +178,10 @@ fn error_response(e: &ApiError) -> Response<Body> {
     if e.status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"warden\""));
     }
+    if matches!(e.status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
+        // The body was not read to its end: this connection cannot carry another request.
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 
@@ -424,7 +428,13 @@ impl Gateway {
                 if matches!(route, Route::Chat | Route::Responses) {
                     self.record_rejected(route_name(route), request_id, None, None, &e, started);
                 }
-                return error_response(&e);
+                let mut r = error_response(&e);
+                if !http_body::Body::is_end_stream(req.body()) {
+                    // The body is not read: drop it in the background, and this connection.
+                    drain_in_background(req.into_body());
+                    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                return r;
             }
         };
         match route {
@@ -557,27 +567,39 @@ impl Gateway {
         let cap = self.state.settings.max_body_bytes;
         let declared =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let mut body = req.into_body();
         if declared.is_some_and(|n| n > cap) {
+            drain_in_background(body);
             return Err(ApiError::too_large(cap));
         }
-        let limited = http_body_util::Limited::new(req.into_body(), usize::try_from(cap).unwrap_or(usize::MAX));
-        let collected =
-            tokio::time::timeout(Duration::from_secs(60), limited.collect()).await.map_err(|_| ApiError {
-                status: StatusCode::REQUEST_TIMEOUT,
-                message: "the request body did not arrive within 60 s".into(),
-                kind: "invalid_request_error",
-                param: None,
-                code: "request_timeout",
-                retry_after: None,
-            })?;
-        let bytes = match collected {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(ApiError::too_large(cap))
+        let mut buf: Vec<u8> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        // Bounded: each pass takes one frame, until the end, the cap or the deadline.
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => {
+                    return Err(ApiError {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        message: "the request body did not arrive within 60 s".into(),
+                        kind: "invalid_request_error",
+                        param: None,
+                        code: "request_timeout",
+                        retry_after: None,
+                    })
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(ApiError::invalid("", format!("cannot read the request body: {e}"))),
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Ok(data) = frame.into_data() {
+                if (buf.len() + data.len()) as u64 > cap {
+                    drain_in_background(body);
+                    return Err(ApiError::too_large(cap));
+                }
+                buf.extend_from_slice(&data);
             }
-            Err(e) => return Err(ApiError::invalid("", format!("cannot read the request body: {e}"))),
-        };
-        serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
+        }
+        serde_json::from_slice(&buf).map_err(ApiError::invalid_json)
     }
 
     async fn turn(
@@ -710,6 +732,27 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.state.metrics.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The most bytes of a refused request's body read (and dropped) so that the client, which is
+/// still sending it, reads the answer instead of a connection reset.
+const DRAIN_MAX_BYTES: usize = 64 << 20;
+
+/// Reads what is left of a refused request's body and drops it, within [`DRAIN_MAX_BYTES`] and
+/// 10 s; the answer says `Connection: close`.
+fn drain_in_background(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut seen = 0usize;
+        let drain = async {
+            while let Some(Ok(f)) = body.frame().await {
+                seen += f.data_ref().map_or(0, Bytes::len);
+                if seen > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    });
 }
 
 fn unreachable_route() -> Response<Body> {

@@ -462,6 +462,10 @@ fn check_api(sdk: &str, all: &Value, up: &FakeUpstream) {
     }
     // No dedicated class for 413 in either SDK: their generic status error.
     r.raised("too_large", None, 413, "request_entity_too_large");
+    assert!(
+        r.ok("after_too_large").as_array().is_some_and(|a| !a.is_empty()),
+        "{sdk}: the pooled client goes on after a 413"
+    );
     r.raised("no_route", Some("NotFoundError"), 404, "not_found");
 }
 

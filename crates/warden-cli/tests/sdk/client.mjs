@@ -183,11 +183,12 @@ async function api() {
     ),
     tool_message: await attempt(() => chatId({ messages: toolMessage })),
     no_route: await attempt(() => c.get('/no-such-route')),
-    // Over the test's 64 KiB body cap; its own client, last (see client.py).
+    // Over the test's 64 KiB body cap, on the shared pooled client; then another call on it.
     too_large: await attempt(async () => {
       const messages = [{ role: 'user', content: 'x'.repeat(100_000) }];
-      return (await client().chat.completions.create({ model: MODEL, messages })).id;
+      return (await c.chat.completions.create({ model: MODEL, messages })).id;
     }),
+    after_too_large: await attempt(async () => (await c.models.list()).data.map((m) => m.id)),
   };
   await say({ sdk: { name: 'node', version: VERSION, node: process.version }, checks });
 }

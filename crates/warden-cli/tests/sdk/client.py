@@ -170,11 +170,12 @@ def api():
         ),
         "tool_message": attempt(lambda: c.chat.completions.create(model=MODEL, messages=tool_message).id),
         "no_route": attempt(lambda: c.get("/no-such-route", cast_to=object)),
-        # Over the test's 64 KiB body cap. Its own client, last: the server closes the connection
-        # after a 413 without saying `Connection: close`, so a pooled one can fail the next call.
+        # Over the test's 64 KiB body cap, on the shared pooled client: the answer says
+        # `Connection: close`, so the next call on the same client opens a new connection.
         "too_large": attempt(
-            lambda: client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x" * 100_000}]).id
+            lambda: c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x" * 100_000}]).id
         ),
+        "after_too_large": attempt(lambda: [m.id for m in c.models.list()]),
     }
     say({"sdk": {"name": "python", "version": openai.__version__}, "checks": checks})
 

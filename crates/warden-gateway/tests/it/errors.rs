@@ -90,6 +90,23 @@ async fn bad_requests_get_400_404_405_413_with_the_field_named() {
     );
     let r = raw(s.addr, "POST", "/v1/chat/completions", &h, big.as_bytes()).await;
     assert_envelope(&r, 413, "request_entity_too_large");
+    assert_eq!(r.header("connection"), Some("close"), "the unread body ends the connection, said so");
+    // Without Content-Length (chunked), refused when the cap is passed.
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    let head = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut c, head.as_bytes()).await.expect("write");
+    for _ in 0..5 {
+        let chunk = format!("{:x}\r\n{}\r\n", 20 * 1024, "y".repeat(20 * 1024));
+        if tokio::io::AsyncWriteExt::write_all(&mut c, chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut c, &mut buf))
+        .await
+        .expect("an answer")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"), "{}", String::from_utf8_lossy(&buf[..n]));
     // Over the header cap (64 KiB): refused by hyper with 431.
     let huge = "h".repeat(70 * 1024);
     let r = raw(s.addr, "GET", "/v1/models", &[("X-Padding", huge.as_str())], b"").await;
