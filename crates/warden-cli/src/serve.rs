@@ -17,6 +17,9 @@ use warden_session::{fields, CredentialSource, Recorder};
 use crate::args::ServeArgs;
 use crate::ui::{fail, StderrEvents};
 
+/// Connections the kernel queues before serve accepts them (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
 fn flag_layer(a: &ServeArgs) -> Layer {
     let mut l = Layer::default();
     l.opt("listen", a.listen.as_ref(), "--listen");
@@ -190,10 +193,15 @@ fn serve_inner(args: ServeArgs) -> Result<(), String> {
     let cwd = s.workdir.clone().unwrap_or_else(|| host.cwd.clone());
     let worker_host = HostContext { cwd: cwd.clone(), ..host.clone() };
 
-    let std_listener =
-        std::net::TcpListener::bind(s.listen).map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
-    std_listener.set_nonblocking(true).map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
-    let local = std_listener.local_addr().map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
+    // Bound now (a taken port is an error before any worker starts), listening once the runtime
+    // runs, with a backlog for bursts of clients (std's listen gives 128: SYNs past it are
+    // dropped and retried a second later).
+    let listen_err = |e: std::io::Error| format!("cannot listen on {}: {e}", s.listen);
+    let socket = if s.listen.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(listen_err)?;
+    socket.set_reuseaddr(true).map_err(listen_err)?;
+    socket.bind(s.listen).map_err(listen_err)?;
+    let local = socket.local_addr().map_err(listen_err)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -268,8 +276,7 @@ fn serve_inner(args: ServeArgs) -> Result<(), String> {
         };
         let key_count = keys.as_ref().map_or(0, |_| 1);
         let gateway = Gateway::new(gs, workers.pool, keys, recorder.clone());
-        let listener =
-            tokio::net::TcpListener::from_std(std_listener).map_err(|e| format!("cannot listen on {local}: {e}"))?;
+        let listener = socket.listen(LISTEN_BACKLOG).map_err(|e| format!("cannot listen on {local}: {e}"))?;
         recorder.record(
             "serve.start",
             fields([
