@@ -177,6 +177,7 @@ fn serve_inner(args: ServeArgs) -> Result<(), String> {
         base.credential_file = Some(p.clone());
     }
     base.deny_read.extend(s.api_key_file.iter().cloned());
+    base.read_only.extend(s.codex_mount.iter().cloned());
     let audit = warden_policy::resolve(&base, &host).map_err(|e| e.to_string())?.policy.audit;
     let recorder = Recorder::open(&audit, Arc::new(StderrEvents { verbose: false })).map_err(|e| e.to_string())?;
 

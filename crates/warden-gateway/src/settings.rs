@@ -180,6 +180,9 @@ pub struct ServeSettings {
     pub worker_concurrency: usize,
     /// The Codex binary (absolute).
     pub codex_bin: PathBuf,
+    /// A directory the workers get read-only at its own place because the sandbox would hide it
+    /// (the Codex install lies under /tmp, /var/tmp, /run or TMPDIR).
+    pub codex_mount: Option<PathBuf>,
     /// A Codex home to take config keys, prompts and `AGENTS.md` from.
     pub codex_home: Option<PathBuf>,
     /// The workers' default model (`CODEX_MODEL`).
@@ -367,16 +370,10 @@ impl ServeSettings {
                 if codex_name.contains('/') { "" } else { " on PATH" }
             )
         })?;
-        // The sandbox gives workers private /tmp, /var/tmp and /run: a binary there is not theirs.
+        // The sandbox gives workers private /tmp, /var/tmp, /run and TMPDIR: a Codex installed
+        // there is shown to them read-only, at its own place (its package, for an npm install).
         let tmpdir = env.iter().find(|(k, _)| k == "TMPDIR").map(|(_, v)| PathBuf::from(v));
-        if ["/tmp", "/var/tmp", "/run", "/var/run"].iter().any(|d| codex_bin.starts_with(d))
-            || tmpdir.as_ref().is_some_and(|t| t.is_absolute() && codex_bin.starts_with(t))
-        {
-            return Err(format!(
-                "the Codex binary {} ({codex_src}) is under a directory the sandbox replaces with a private one (/tmp, /var/tmp, /run, TMPDIR): the workers could not run it; install it elsewhere (e.g. npm install --prefix /opt/codex @openai/codex)",
-                codex_bin.display()
-            ));
-        }
+        let codex_mount = codex_mount(&codex_bin, tmpdir.as_deref());
         let cred_env = l.string("credential_env")?;
         let cred_file = l.path("credential_file")?;
         let codex_auth = l.path("codex_auth")?;
@@ -426,6 +423,7 @@ impl ServeSettings {
             workers,
             worker_concurrency,
             codex_bin,
+            codex_mount,
             codex_home: l.path("codex_home")?,
             codex_model,
             credential_upstream: l
@@ -484,6 +482,24 @@ impl ServeSettings {
         }
         Ok(s)
     }
+}
+
+/// The directory to show the workers when `bin` lies where the sandbox has private directories:
+/// the outermost `node_modules` above the binary (an npm install: its launcher and the native
+/// binary of the platform package), else the binary's own directory. Symlinks are followed.
+fn codex_mount(bin: &std::path::Path, tmpdir: Option<&std::path::Path>) -> Option<PathBuf> {
+    let hidden = |p: &std::path::Path| {
+        ["/tmp", "/var/tmp", "/run", "/var/run"].iter().any(|d| p.starts_with(d))
+            || tmpdir.is_some_and(|t| t.is_absolute() && p.starts_with(t))
+    };
+    let real = std::fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf());
+    if !hidden(bin) && !hidden(&real) {
+        return None;
+    }
+    let outermost_node_modules = |p: &std::path::Path| {
+        p.ancestors().filter(|a| a.file_name().is_some_and(|n| n == "node_modules")).last().map(PathBuf::from)
+    };
+    outermost_node_modules(&real).or_else(|| outermost_node_modules(bin)).or_else(|| real.parent().map(PathBuf::from))
 }
 
 fn parse_host(h: &str, src: &str) -> Result<IpAddr, String> {
@@ -581,6 +597,27 @@ mod tests {
         assert_eq!((m.codex_model, m.effort.as_deref()), (None, Some("high")));
         assert!("bad id".parse::<ModelEntry>().is_err());
         assert!("".parse::<ModelEntry>().is_err());
+    }
+
+    #[test]
+    fn a_codex_install_the_sandbox_would_hide_is_mounted() {
+        let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+        let pkg = dir.path().join("node_modules/@openai/codex/bin");
+        std::fs::create_dir_all(&pkg).expect("mkdir");
+        std::fs::write(pkg.join("codex.js"), "").expect("write");
+        let bin_dir = dir.path().join("node_modules/.bin");
+        std::fs::create_dir_all(&bin_dir).expect("mkdir");
+        std::os::unix::fs::symlink("../@openai/codex/bin/codex.js", bin_dir.join("codex")).expect("symlink");
+        let real_nm = std::fs::canonicalize(dir.path()).expect("canonical").join("node_modules");
+        assert_eq!(codex_mount(&bin_dir.join("codex"), None), Some(real_nm));
+        let plain = dir.path().join("codex");
+        std::fs::write(&plain, "").expect("write");
+        assert_eq!(codex_mount(&plain, None), std::fs::canonicalize(dir.path()).ok());
+        assert_eq!(codex_mount(std::path::Path::new("/usr/bin/env"), None), None);
+        assert_eq!(
+            codex_mount(std::path::Path::new("/usr/bin/env"), Some(std::path::Path::new("/usr"))),
+            Some("/usr/bin".into())
+        );
     }
 
     #[test]

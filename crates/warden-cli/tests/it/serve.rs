@@ -183,11 +183,6 @@ fn unsafe_or_invalid_starts_are_refused_with_the_reason() {
     refused(&s, &["--no-auth", "--listen", "nowhere"], &[], &["--listen", "ADDR:PORT"]);
     refused(&s, &["--no-auth", "--model", "bad id"], &[], &["--model", "model id"]);
     refused(&s, &["--no-auth", "--sandbox", "workspace-write"], &[], &["workdir"]);
-    let in_tmp = Scratch::in_tmp();
-    let hidden = in_tmp.file("codex", "#!/bin/sh\n");
-    warden_testkit::set_mode(&hidden, 0o755);
-    let hidden = hidden.to_str().expect("utf-8");
-    refused(&s, &["--no-auth", "--codex-bin", hidden], &[], &["private", hidden]);
     let cfg = s.file("warden.toml", "[serve]\nworkers = \"two\"\n");
     refused(&s, &["--no-auth", "--config", cfg.to_str().expect("utf-8")], &[], &["warden.toml", "workers"]);
     let cfg = s.file("bad.toml", "[serve]\nlisten_on = \"x\"\n");
@@ -354,6 +349,21 @@ fn real_codex_workers_answer_and_continue_conversations_without_the_key() {
     let (code, err) = srv.stop();
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains(MODEL_KEY) && !err.contains(CLIENT_KEY));
+}
+
+#[test]
+fn a_codex_installed_under_tmp_is_shown_to_the_workers_read_only() {
+    let s = Scratch::visible();
+    let in_tmp = Scratch::in_tmp();
+    let fake = in_tmp.root.join("fake-worker");
+    std::fs::copy(warden_testkit::fake_worker_bin(), &fake).expect("copy the fake worker");
+    warden_testkit::set_mode(&fake, 0o755);
+    let srv = start(&s, &["--no-auth", "--no-audit", "--codex-bin", fake.to_str().expect("utf-8")], &[]);
+    srv.ready();
+    let chat = json!({"model": "codex", "messages": [{"role": "user", "content": "from tmp"}]});
+    let (st, body) = http(srv.addr, "POST", "/v1/chat/completions", None, Some(&chat));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(srv.stop().0, 0);
 }
 
 #[test]
