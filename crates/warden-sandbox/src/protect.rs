@@ -23,6 +23,12 @@ use crate::sys;
 
 const MARKER: &std::ffi::CStr = c"user.warden.placeholder";
 
+/// Whether `dir` is a directory placeholder of a warden run (this one's or another's that is
+/// still running): a directory (not followed if a symlink) carrying the marker.
+pub fn is_placeholder_dir(dir: &std::path::Path) -> bool {
+    sys::open_dir_nofollow(dir).is_ok_and(|fd| sys::fhasxattr(&fd, MARKER))
+}
+
 /// Placeholders this run holds.
 #[derive(Debug, Default)]
 pub struct Placeholders {

@@ -285,6 +285,14 @@ impl Session {
         }
         let after = plan::scan_repositories(&self.prepared.spec.policy, &plan.env);
         for created in plan::created_repositories(&plan.repo_scan, &after) {
+            // Another run's `.git` placeholder, still held (runs sharing a workdir), or an empty
+            // `.git`: no config, no hooks, nothing host git would obey.
+            if let plan::Created::Repository(p) = &created {
+                let empty = std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
+                if p.file_name().is_some_and(|n| n == ".git") && (warden_sandbox::is_placeholder_dir(p) || empty) {
+                    continue;
+                }
+            }
             let (found, what) = match &created {
                 plan::Created::Repository(p) if p.file_name().is_some_and(|n| n == ".git") => (p.clone(), "repository"),
                 // A bare layout: without a valid HEAD git does not take it for a repository.

@@ -373,3 +373,41 @@ fn repositories_the_command_creates_are_disabled_after_the_run() {
     std::fs::rename(s.ws.join("nested/.git.warden-disabled"), s.ws.join("nested/.git")).expect("restore");
     git(&s.ws.join("nested"), &["status", "--short"]);
 }
+
+/// Runs sharing a workdir without a `.git` share its placeholder. A run whose start-time search
+/// saw no `.git`, ending while another run still holds the placeholder (here: a shared `flock`
+/// taken from outside, as that run's warden takes it), finds a `.git` it did not see at its start:
+/// that placeholder, not a repository the command made. Nothing is renamed, nothing is warned.
+#[test]
+fn a_placeholder_another_run_still_holds_is_not_taken_for_a_created_repository() {
+    let s = Scratch::visible();
+    let dot_git = s.ws.join(".git");
+    let holder = std::process::Command::new(crate::PY)
+        .args([
+            "-c",
+            "import fcntl, os, sys, time\n\
+             p = sys.argv[1]\n\
+             for _ in range(500):\n\
+             \x20   if os.path.isdir(p): break\n\
+             \x20   time.sleep(0.01)\n\
+             fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)\n\
+             fcntl.flock(fd, fcntl.LOCK_SH)\n\
+             print('held', flush=True)\n\
+             time.sleep(4)\n",
+        ])
+        .arg(&dot_git)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the holder");
+    let out = s.sh("workspace-write", "sleep 1.5");
+    let mut holder = holder;
+    let held = {
+        let mut line = String::new();
+        std::io::Read::read_to_string(holder.stdout.as_mut().expect("stdout"), &mut line).expect("read");
+        line
+    };
+    let _ = holder.wait();
+    assert!(held.contains("held"), "the placeholder was held by the other 'run'");
+    out.success().stderr_lacks("created a git repository");
+    assert!(!s.ws.join(".git.warden-disabled").exists(), "the other run's placeholder was renamed");
+}
