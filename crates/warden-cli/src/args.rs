@@ -76,6 +76,21 @@ pub enum Command {
     ///   warden serve --sandbox workspace-write --workdir ~/proj --approval-policy on-request --no-auth
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
+    /// Codex in warden's sandbox for one project, with a Codex home of that project's own.
+    ///
+    /// The project (default: the current directory) is writable, the rest of the host read-only
+    /// and the secrets masked; the network is off but for the credential proxy (and
+    /// --allow-domain / OPENAI_ALLOWED_DOMAINS through the egress proxy); Codex holds a dummy key.
+    /// Its home is $XDG_DATA_HOME/warden/codex/<project>-<hash> (config.toml copied once from
+    /// ~/.codex, never overwritten; sessions kept there). Without CODEX_ARGS, the TUI (a
+    /// terminal is needed). warden run's policy, network and credential options apply.
+    ///
+    /// Examples:
+    ///   OPENAI_API_KEY=sk-... warden codex                       # the TUI in the current project
+    ///   warden codex --project ~/proj -- exec "fix the failing test"
+    ///   warden codex --list;  warden codex --forget ~/old-proj
+    #[command(verbatim_doc_comment)]
+    Codex(CodexArgs),
     /// Verify, checkpoint, show or follow the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -179,6 +194,50 @@ pub enum AuditCommand {
         #[command(flatten)]
         log: AuditLogArgs,
     },
+}
+
+/// `warden codex`.
+#[derive(Debug, Args)]
+pub struct CodexArgs {
+    /// The project Codex works in (writable) [default: the current directory]
+    #[arg(long, value_name = "DIR", conflicts_with = "workdir")]
+    pub project: Option<PathBuf>,
+    /// The Codex binary [default: CODEX_BIN, else codex on PATH]
+    #[arg(long, value_name = "PATH")]
+    pub codex_bin: Option<PathBuf>,
+    /// The Codex home to use [default: $XDG_DATA_HOME/warden/codex/<project>-<hash>]
+    #[arg(long, value_name = "DIR")]
+    pub codex_home: Option<PathBuf>,
+    /// Where config.toml is copied from when the home has none (a file, or a directory holding
+    /// config.toml) [default: CODEX_CONFIG_DIR, else ~/.codex, else ~/.config/codex]
+    #[arg(long, value_name = "FILE|DIR")]
+    pub codex_source: Option<PathBuf>,
+    /// List the per-project Codex homes and exit
+    #[arg(long, conflicts_with_all = ["forget", "codex_args"])]
+    pub list: bool,
+    /// Remove the Codex home of PROJECT and exit
+    #[arg(long, value_name = "PROJECT", conflicts_with = "codex_args")]
+    pub forget: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Answer yes to confirmations (writable paths outside the project)
+    #[arg(long)]
+    pub yes: bool,
+    /// The model key is in warden's environment variable VAR [default: OPENAI_API_KEY when set]
+    #[arg(long, value_name = "VAR", conflicts_with = "credential_file", help_heading = "Credentials")]
+    pub credential_env: Option<String>,
+    /// The model key is in FILE (masked inside the sandbox)
+    #[arg(long, value_name = "FILE", help_heading = "Credentials")]
+    pub credential_file: Option<PathBuf>,
+    /// Where the credential proxy sends Codex's model requests
+    #[arg(long, value_name = "URL", default_value = warden_credproxy::DEFAULT_UPSTREAM, help_heading = "Credentials")]
+    pub credential_upstream: String,
+    /// Print the layers in force before running
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Codex's own arguments (e.g. exec "...")
+    #[arg(last = true, value_name = "CODEX_ARGS")]
+    pub codex_args: Vec<String>,
 }
 
 /// `warden serve`.

@@ -7,6 +7,7 @@
 
 mod args;
 mod audit;
+mod codex;
 mod config;
 mod credproxy;
 mod doctor;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         args::Command::Egress(a) => egress::standalone(a),
         args::Command::Credproxy(a) => credproxy::standalone(a),
         args::Command::Serve(a) => serve::serve(a),
+        args::Command::Codex(a) => codex::codex(a),
         args::Command::Session(a) => session_child(&a),
         args::Command::True => 0,
     };

@@ -28,6 +28,7 @@ macro_rules! non_root_only {
 
 mod audit;
 mod cli;
+mod codex;
 mod container;
 mod credproxy;
 mod degraded;
