@@ -196,6 +196,29 @@ pub enum AuditCommand {
     },
 }
 
+/// What `warden run` and `warden codex` share besides the policy: confirmations, the
+/// credential, verbosity.
+#[derive(Debug, Args)]
+pub struct RunSessionArgs {
+    /// Answer yes to confirmations (writable paths outside the workdir)
+    #[arg(long)]
+    pub yes: bool,
+    /// Take the model API key from warden's environment variable VAR and serve it to the
+    /// command through a credential proxy: the command gets OPENAI_BASE_URL pointing at the
+    /// proxy and OPENAI_API_KEY=warden-proxied, never the key (VAR is removed from its environment)
+    #[arg(long, value_name = "VAR", conflicts_with = "credential_file", help_heading = "Credentials")]
+    pub credential_env: Option<String>,
+    /// The same, with the key read from FILE (masked inside the sandbox)
+    #[arg(long, value_name = "FILE", help_heading = "Credentials")]
+    pub credential_file: Option<PathBuf>,
+    /// Where the credential proxy sends requests
+    #[arg(long, value_name = "URL", default_value = warden_credproxy::DEFAULT_UPSTREAM, help_heading = "Credentials")]
+    pub credential_upstream: String,
+    /// Print the layers in force before running
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 /// `warden codex`.
 #[derive(Debug, Args)]
 pub struct CodexArgs {
@@ -220,21 +243,8 @@ pub struct CodexArgs {
     pub forget: Option<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Answer yes to confirmations (writable paths outside the project)
-    #[arg(long)]
-    pub yes: bool,
-    /// The model key is in warden's environment variable VAR [default: OPENAI_API_KEY when set]
-    #[arg(long, value_name = "VAR", conflicts_with = "credential_file", help_heading = "Credentials")]
-    pub credential_env: Option<String>,
-    /// The model key is in FILE (masked inside the sandbox)
-    #[arg(long, value_name = "FILE", help_heading = "Credentials")]
-    pub credential_file: Option<PathBuf>,
-    /// Where the credential proxy sends Codex's model requests
-    #[arg(long, value_name = "URL", default_value = warden_credproxy::DEFAULT_UPSTREAM, help_heading = "Credentials")]
-    pub credential_upstream: String,
-    /// Print the layers in force before running
-    #[arg(short, long)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub session: RunSessionArgs,
     /// Codex's own arguments (e.g. exec "...")
     #[arg(last = true, value_name = "CODEX_ARGS")]
     pub codex_args: Vec<String>,
@@ -648,23 +658,8 @@ impl PolicyArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Answer yes to confirmations (writable paths outside the workdir)
-    #[arg(long)]
-    pub yes: bool,
-    /// Take the model API key from warden's environment variable VAR and serve it to the
-    /// command through a credential proxy: the command gets OPENAI_BASE_URL pointing at the
-    /// proxy and OPENAI_API_KEY=warden-proxied, never the key (VAR is removed from its environment)
-    #[arg(long, value_name = "VAR", conflicts_with = "credential_file", help_heading = "Credentials")]
-    pub credential_env: Option<String>,
-    /// The same, with the key read from FILE (masked inside the sandbox)
-    #[arg(long, value_name = "FILE", help_heading = "Credentials")]
-    pub credential_file: Option<PathBuf>,
-    /// Where the credential proxy sends requests
-    #[arg(long, value_name = "URL", default_value = warden_credproxy::DEFAULT_UPSTREAM, help_heading = "Credentials")]
-    pub credential_upstream: String,
-    /// Print the layers in force before running
-    #[arg(short, long)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub session: RunSessionArgs,
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -689,11 +684,12 @@ pub struct DoctorArgs {
 impl RunArgs {
     /// `--credential-env` / `--credential-file` with `--credential-upstream`.
     pub fn credential(&self) -> Option<warden_session::CredentialSpec> {
-        let source = match (&self.credential_env, &self.credential_file) {
+        let c = &self.session;
+        let source = match (&c.credential_env, &c.credential_file) {
             (Some(var), _) => warden_session::CredentialSource::Env { var: var.clone() },
             (None, Some(path)) => warden_session::CredentialSource::File { path: path.clone() },
             (None, None) => return None,
         };
-        Some(warden_session::CredentialSpec { source, upstream: self.credential_upstream.clone() })
+        Some(warden_session::CredentialSpec { source, upstream: c.credential_upstream.clone() })
     }
 }

@@ -169,9 +169,9 @@ fn prepare(mut a: CodexArgs) -> Result<Option<RunArgs>, String> {
         }
     }
     // The key: the flags, else OPENAI_API_KEY; Codex never holds it.
-    if a.credential_env.is_none() && a.credential_file.is_none() {
+    if a.session.credential_env.is_none() && a.session.credential_file.is_none() {
         if env("OPENAI_API_KEY").is_some() {
-            a.credential_env = Some("OPENAI_API_KEY".into());
+            a.session.credential_env = Some("OPENAI_API_KEY".into());
         } else {
             return Err("no model key: pass --credential-env VAR or --credential-file FILE, or set OPENAI_API_KEY (warden's credential proxy injects it; Codex holds a dummy). A ChatGPT login is not supported by warden codex yet".into());
         }
@@ -206,18 +206,11 @@ fn prepare(mut a: CodexArgs) -> Result<Option<RunArgs>, String> {
         policy.net = Some(NetMode::Allowlist);
     }
     // The home is warden's own choice: no confirmation for it (other --writable paths still ask).
-    let yes = a.yes || policy.writable.is_empty();
+    let mut session = a.session;
+    session.yes |= policy.writable.is_empty();
     policy.writable.push(home.clone());
     policy.env_set.push(("CODEX_HOME".into(), home.display().to_string()));
-    Ok(Some(RunArgs {
-        policy,
-        yes,
-        credential_env: a.credential_env,
-        credential_file: a.credential_file,
-        credential_upstream: a.credential_upstream,
-        verbose: a.verbose,
-        command: argv,
-    }))
+    Ok(Some(RunArgs { policy, session, command: argv }))
 }
 
 #[cfg(test)]

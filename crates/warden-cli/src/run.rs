@@ -34,7 +34,7 @@ pub fn run(args: RunArgs) -> i32 {
         Err(e) => return fail(e),
     };
     if let (Some(base), Some(c)) = (prepared.credential_base_url(), &prepared.spec.credential) {
-        if args.verbose {
+        if args.session.verbose {
             eprintln!(
                 "warden: OPENAI_BASE_URL={base} -> credential proxy -> {} (key from the {}; the command sees OPENAI_API_KEY={})",
                 c.upstream,
@@ -46,7 +46,7 @@ pub fn run(args: RunArgs) -> i32 {
     for w in &prepared.spec.warnings {
         eprintln!("{w}");
     }
-    let events = Arc::new(StderrEvents { verbose: args.verbose });
+    let events = Arc::new(StderrEvents { verbose: args.session.verbose });
     let session = match Session::open(prepared, key, events) {
         Ok(s) => s,
         Err(SessionError::Degraded { layers }) => {
@@ -64,11 +64,11 @@ pub fn run(args: RunArgs) -> i32 {
     for risk in session.prepared().risks() {
         eprintln!("warden: warning: {risk}");
     }
-    if let Err(code) = confirm_outside_writes(&session.prepared().spec.policy, args.yes) {
+    if let Err(code) = confirm_outside_writes(&session.prepared().spec.policy, args.session.yes) {
         session.refuse("writable paths outside the workdir were not confirmed");
         return code;
     }
-    if args.verbose {
+    if args.session.verbose {
         crate::explain::print_layers(session.prepared(), &mut std::io::stderr());
     }
     let policy = session.prepared().spec.policy.clone();
@@ -108,7 +108,7 @@ pub fn run(args: RunArgs) -> i32 {
     if let Some(line) = denied_line(&report.denied) {
         eprintln!("{line}");
     }
-    if args.verbose {
+    if args.session.verbose {
         eprintln!(
             "warden: exit {} after {:.3}s, peak RSS {} KiB",
             report.exit_code(),
