@@ -87,6 +87,49 @@ fn config_source(explicit: Option<&Path>) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
+/// The directories `prompts/` are copied from, in the seed's order: `--codex-source` (a
+/// directory, or a file's directory), `CODEX_CONFIG_DIR`, `~/.codex`, `~/.config/codex`,
+/// `PROJECT/codex`, `PROJECT/.codex`.
+fn prompt_sources(explicit: Option<&Path>, project: &Path) -> Vec<PathBuf> {
+    let home = env("HOME").map(PathBuf::from);
+    let explicit = explicit.map(|p| if p.is_dir() { p.to_path_buf() } else { p.parent().unwrap_or(p).to_path_buf() });
+    [
+        explicit,
+        env("CODEX_CONFIG_DIR").map(PathBuf::from),
+        home.as_ref().map(|h| h.join(".codex")),
+        home.map(|h| h.join(".config/codex")),
+        Some(project.join("codex")),
+        Some(project.join(".codex")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join("prompts"))
+    .filter(|d| d.is_dir())
+    .collect()
+}
+
+/// Copies each regular file of each source's `prompts/` into `home/prompts` unless one of that
+/// name is there already (the first source wins; nothing is ever overwritten). Bounded: 1,000
+/// files of 1 MiB at most per source.
+fn copy_prompts(sources: &[PathBuf], home: &Path) -> Result<(), String> {
+    let dest = home.join("prompts");
+    for src in sources {
+        let entries = std::fs::read_dir(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+        for e in entries.flatten().take(1000) {
+            let is_file = e.file_type().is_ok_and(|t| t.is_file());
+            let small = e.metadata().is_ok_and(|m| m.len() <= 1 << 20);
+            let target = dest.join(e.file_name());
+            if !is_file || !small || target.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&dest).map_err(|err| format!("cannot create {}: {err}", dest.display()))?;
+            std::fs::copy(e.path(), &target)
+                .map_err(|err| format!("cannot copy {} to {}: {err}", e.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn list(base: &Path) {
     let mut rows: Vec<(String, String)> = std::fs::read_dir(base)
         .into_iter()
@@ -168,6 +211,7 @@ fn prepare(mut a: CodexArgs) -> Result<Option<RunArgs>, String> {
                 .map_err(|e| format!("cannot copy {} to {}: {e}", src.display(), config.display()))?;
         }
     }
+    copy_prompts(&prompt_sources(a.codex_source.as_deref(), &project), &home)?;
     // The key: the flags, else OPENAI_API_KEY; Codex never holds it.
     if a.session.credential_env.is_none() && a.session.credential_file.is_none() {
         if env("OPENAI_API_KEY").is_some() {

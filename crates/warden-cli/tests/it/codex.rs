@@ -37,6 +37,9 @@ fn warden_codex_runs_codex_exec_in_the_project_with_a_home_of_its_own() {
     up.set_deltas(&["sandboxed ", "hello"]);
     let url = up.url("/v1/responses");
     s.file("home/.codex/config.toml", "model = \"fake-model\"\n# from the user's own config\n");
+    s.file("home/.codex/prompts/review.md", "the user's review prompt\n");
+    s.file("ws/.codex/prompts/review.md", "the project's review prompt\n");
+    s.file("ws/.codex/prompts/deploy.md", "the project's deploy prompt\n");
     let exec = |project: &Path| {
         let mut cmd = codex_cmd(
             &s,
@@ -57,10 +60,16 @@ fn warden_codex_runs_codex_exec_in_the_project_with_a_home_of_its_own() {
     let home = &homes[0];
     let config = std::fs::read_to_string(home.join("config.toml")).expect("config copied");
     assert!(config.contains("from the user's own config"));
-    // Never overwritten: an edit in the home stays.
+    // Prompts: every source's, the first source winning (~/.codex before the project's).
+    let prompt = |name: &str| std::fs::read_to_string(home.join("prompts").join(name)).unwrap_or_default();
+    assert_eq!(prompt("review.md"), "the user's review prompt\n");
+    assert_eq!(prompt("deploy.md"), "the project's deploy prompt\n");
+    // Never overwritten: edits in the home stay.
     std::fs::write(home.join("config.toml"), "model = \"fake-model\"\n# edited in the home\n").expect("edit");
+    std::fs::write(home.join("prompts/deploy.md"), "edited\n").expect("edit");
     exec(&s.ws).success();
     assert!(std::fs::read_to_string(home.join("config.toml")).expect("config").contains("edited in the home"));
+    assert_eq!(prompt("deploy.md"), "edited\n");
     assert!(
         std::fs::read_dir(home.join("sessions")).is_ok_and(|mut d| d.next().is_some()),
         "sessions are kept in the home"
