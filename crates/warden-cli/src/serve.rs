@@ -275,7 +275,7 @@ fn serve_inner(args: ServeArgs) -> Result<(), String> {
             sandbox_mode: workers.sandbox_mode.clone(),
             credential,
         };
-        let key_count = keys.as_ref().map_or(0, |_| 1);
+        let auth = keys.is_some();
         let gateway = Gateway::new(gs, workers.pool, keys, recorder.clone());
         let listener = socket.listen(LISTEN_BACKLOG).map_err(|e| format!("cannot listen on {local}: {e}"))?;
         recorder.record(
@@ -287,7 +287,7 @@ fn serve_inner(args: ServeArgs) -> Result<(), String> {
                 ("profile", json!(workers.profile)),
                 ("sandbox_mode", json!(workers.sandbox_mode)),
                 ("models", json!(s.models.iter().map(|m| m.id.clone()).collect::<Vec<_>>())),
-                ("auth", json!(key_count > 0)),
+                ("auth", json!(auth)),
             ]),
         );
         eprintln!(

@@ -27,7 +27,6 @@ pub mod settings;
 pub mod workers;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -265,7 +264,7 @@ impl Gateway {
                 a = listener.accept() => a,
                 _ = &mut shutdown => break,
             };
-            let (stream, peer) = match accepted {
+            let (stream, _) = match accepted {
                 Ok(a) => a,
                 Err(_) => {
                     // EMFILE and friends: wait a moment instead of spinning.
@@ -284,7 +283,7 @@ impl Gateway {
                 let _permit = permit;
                 let svc = hyper::service::service_fn(move |req| {
                     let gw = gw.clone();
-                    async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+                    async move { Ok::<_, Infallible>(gw.handle(req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -320,12 +319,11 @@ impl Gateway {
     }
 
     /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let request_id = client_request_id(&req).unwrap_or_else(|| self.state.ids.next("req_"));
         let origin = req.headers().get(header::ORIGIN).cloned();
         let started = Instant::now();
-        let path = req.uri().path().to_owned();
-        let mut resp = self.dispatch(req, peer, &request_id, started).await;
+        let mut resp = self.dispatch(req, &request_id, started).await;
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert("x-request-id", v);
         }
@@ -335,7 +333,6 @@ impl Gateway {
             h.insert(header::VARY, HeaderValue::from_static("Origin"));
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-request-id, retry-after"));
         }
-        let _ = path;
         resp
     }
 
@@ -370,13 +367,7 @@ impl Gateway {
         }
     }
 
-    async fn dispatch(
-        &self,
-        req: Request<Incoming>,
-        _peer: SocketAddr,
-        request_id: &str,
-        started: Instant,
-    ) -> Response<Body> {
+    async fn dispatch(&self, req: Request<Incoming>, request_id: &str, started: Instant) -> Response<Body> {
         let st = &self.state;
         let path = req.uri().path().to_owned();
         let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
@@ -408,17 +399,7 @@ impl Gateway {
             return r;
         }
         match route {
-            Route::Health => return json_response(StatusCode::OK, &self.health()),
-            Route::Ready => {
-                let ready = st.pool.is_ready() && !st.draining.load(Ordering::SeqCst);
-                let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                return json_response(status, &json!({ "ready": ready }));
-            }
-            Route::Live => {
-                let live = st.pool.is_live();
-                let status = if live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                return json_response(status, &json!({ "live": live }));
-            }
+            Route::Health | Route::Ready | Route::Live => return self.probe(route),
             _ => {}
         }
         let lease = match self.authorize(&req) {
@@ -458,8 +439,20 @@ impl Gateway {
             }
             Route::Workers => json_response(StatusCode::OK, &self.workers(true)),
             Route::Chat | Route::Responses => self.turn(req, route, lease, request_id, started).await,
-            Route::Health | Route::Ready | Route::Live => unreachable_route(),
+            Route::Health | Route::Ready | Route::Live => self.probe(route),
         }
+    }
+
+    /// `/healthz`, `/readyz`, `/livez`: no key needed.
+    fn probe(&self, route: Route) -> Response<Body> {
+        let st = &self.state;
+        let (name, up) = match route {
+            Route::Ready => ("ready", st.pool.is_ready() && !st.draining.load(Ordering::SeqCst)),
+            Route::Live => ("live", st.pool.is_live()),
+            _ => return json_response(StatusCode::OK, &self.health()),
+        };
+        let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json_response(status, &json!({ name: up }))
     }
 
     fn preflight(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -753,10 +746,6 @@ fn drain_in_background(mut body: Incoming) {
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
     });
-}
-
-fn unreachable_route() -> Response<Body> {
-    error_response(&ApiError::internal("route handled above"))
 }
 
 fn route_name(r: Route) -> &'static str {
