@@ -63,17 +63,17 @@ async fn a_client_that_disconnects_interrupts_its_turn() {
         let body =
             json!({"model": "codex", "stream": stream, "messages": [{"role": "user", "content": "a long answer"}]})
                 .to_string();
+        let pool = s.gateway.pool().clone();
+        // Counted over every worker: the turn may go to the spare while the first one drains.
+        let starts = |p: &warden_agent::pool::Pool| {
+            p.supervisors().iter().map(|s| s.stderr_tail().matches("fake-worker: turn/start").count()).sum::<usize>()
+        };
+        let starts_before = starts(&pool);
         let mut c = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
         let req =
             format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         c.write_all(req.as_bytes()).await.expect("write");
-        let pool = s.gateway.pool().clone();
-        let started = eventually(Duration::from_secs(5), || {
-            pool.supervisors()
-                .iter()
-                .any(|s| s.stderr_tail().matches("fake-worker: turn/start").count() > usize::from(!stream))
-        })
-        .await;
+        let started = eventually(Duration::from_secs(5), || starts(&pool) > starts_before).await;
         assert!(started, "the turn started");
         let before =
             pool.supervisors().iter().map(|s| s.stderr_tail().matches("turn/interrupt").count()).sum::<usize>();
