@@ -17,6 +17,8 @@ install_packages() {
   command -v git >/dev/null || need+=(git)
   command -v ip >/dev/null || need+=(iproute2)
   command -v jq >/dev/null || need+=(jq)
+  # The TUI test of warden codex: tmux answers the terminal queries Codex's TUI waits for.
+  [ -x /usr/bin/tmux ] || need+=(tmux)
   [ -x /usr/bin/python3 ] || need+=(python3)
   # The container tests: a FROM scratch image with warden and a static busybox, run by podman.
   command -v podman >/dev/null || need+=(podman)

@@ -481,6 +481,7 @@ pub fn prepare(settings: &WorkerSettings, host: &HostContext, name: &str) -> Res
         credential,
         stdio: StdioMode::Pipes,
         allow_nested_userns: false,
+        init_hook: None,
     };
     Ok(PreparedWorker { spec, home, warnings })
 }

@@ -79,15 +79,22 @@ pub enum Command {
     /// Codex in warden's sandbox for one project, with a Codex home of that project's own.
     ///
     /// The project (default: the current directory) is writable, the rest of the host read-only
-    /// and the secrets masked; the network is off but for the credential proxy (and
-    /// --allow-domain / OPENAI_ALLOWED_DOMAINS through the egress proxy); Codex holds a dummy key.
-    /// Its home is $XDG_DATA_HOME/warden/codex/<project>-<hash> (config.toml copied once from
-    /// ~/.codex, never overwritten; sessions kept there). Without CODEX_ARGS, the TUI (a
-    /// terminal is needed). warden run's policy, network and credential options apply.
+    /// and the secrets masked; PROJECT/codex and PROJECT/.codex stay read-only. The model key
+    /// (--credential-env/--credential-file, else OPENAI_API_KEY) goes through the credential
+    /// proxy: Codex holds a dummy. Without a key, a ChatGPT login's auth.json (--auth-file,
+    /// CODEX_AUTH_FILE, ~/.codex, ...) is mounted read-only, never copied, and chatgpt.com and
+    /// auth.openai.com are allowed. The network is otherwise off but for --allow-domain /
+    /// OPENAI_ALLOWED_DOMAINS (through the egress proxy).
+    /// The home is $XDG_DATA_HOME/warden/codex/<project>-<hash>: config.toml copied once
+    /// (never overwritten), prompts/ copied without overwriting, sessions kept there (or in
+    /// --sessions-path), an init.sh run first. Without CODEX_ARGS, the TUI (a terminal is
+    /// needed). warden run's policy, network, limit and credential options apply.
     ///
     /// Examples:
     ///   OPENAI_API_KEY=sk-... warden codex                       # the TUI in the current project
     ///   warden codex --project ~/proj -- exec "fix the failing test"
+    ///   warden codex --read-only ~/.m2 --init-script ./prepare.sh --allow-domain repo.maven.apache.org
+    ///   warden codex --sessions-path ~/codex-sessions --yes -- exec "summarise the repo"
     ///   warden codex --list;  warden codex --forget ~/old-proj
     #[command(verbatim_doc_comment)]
     Codex(CodexArgs),
@@ -235,6 +242,21 @@ pub struct CodexArgs {
     /// config.toml) [default: CODEX_CONFIG_DIR, else ~/.codex, else ~/.config/codex]
     #[arg(long, value_name = "FILE|DIR")]
     pub codex_source: Option<PathBuf>,
+    /// A ChatGPT login's auth.json, mounted read-only at the Codex home and never copied (used
+    /// when no key is given) [default: CODEX_AUTH_FILE, else the first auth.json of the
+    /// --codex-source directory, CODEX_CONFIG_DIR, ~/.codex, ~/.config/codex, PROJECT/codex,
+    /// PROJECT/.codex]
+    #[arg(long, value_name = "FILE", help_heading = "Credentials")]
+    pub auth_file: Option<PathBuf>,
+    /// Keep Codex's sessions in DIR (created if missing; shown as the home's sessions/) instead
+    /// of the home; outside the project it is confirmed on a terminal, else needs --yes
+    #[arg(long, value_name = "DIR")]
+    pub sessions_path: Option<PathBuf>,
+    /// An executable copied into the Codex home as init.sh and run before Codex, in the same
+    /// sandbox, in the project, with SANDBOX_ENV_DIR set to the home (an existing executable
+    /// init.sh there runs without this flag); a failure stops the run with its status
+    #[arg(long, value_name = "FILE")]
+    pub init_script: Option<PathBuf>,
     /// List the per-project Codex homes and exit
     #[arg(long, conflicts_with_all = ["forget", "codex_args"])]
     pub list: bool,
@@ -515,6 +537,12 @@ impl NetworkArgs {
 /// Options that decide the policy (shared by `run` and `explain`).
 #[derive(Debug, Args, Clone)]
 pub struct PolicyArgs {
+    /// Host paths shown at other paths (`warden codex`: the login file, the sessions path).
+    #[arg(skip)]
+    pub bind_at: Vec<warden_policy::BindAt>,
+    /// Names kept read-only in every writable root besides the default ones (`warden codex`).
+    #[arg(skip)]
+    pub extra_protected_names: Vec<String>,
     /// Security profile [default: offline]
     #[arg(short = 'p', long, value_parser = profile_parser(), help_heading = "Policy")]
     pub profile: Option<Profile>,
@@ -650,6 +678,8 @@ impl PolicyArgs {
             audit_key_file: self.audit.audit_key_file.clone(),
             credential_file: None,
             network: self.rules.to_rules(),
+            bind_at: self.bind_at.clone(),
+            extra_protected_names: self.extra_protected_names.clone(),
         }
     }
 }
@@ -663,6 +693,12 @@ pub struct RunArgs {
     /// The command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+    /// A command run first in the same sandbox (`warden codex`'s init hook).
+    #[arg(skip)]
+    pub init_hook: Option<Vec<String>>,
+    /// Writable paths outside the workdir that need no confirmation (`warden codex`'s home).
+    #[arg(skip)]
+    pub preconfirmed: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,17 +1,21 @@
 //! `warden codex`: Codex in warden's sandbox for one project, with a Codex home of the project's
 //! own, as `warden run` with the recipe of the README's Codex section filled in.
 //!
-//! Guarantees: the project is the only writable root besides the home; the home lies outside the
-//! project and outside warden's config and state directories; `config.toml` is copied into it
-//! once and never overwritten; Codex talks to the model only through the credential proxy, with
-//! a dummy key; analytics, feedback, update checks, plugins and OTel metrics are off (the hosts
-//! they need are named in `docs/codex-network.md`); Codex's own sandbox is off (warden is it).
+//! Guarantees: the project and the home are the writable roots (plus `--sessions-path` and the
+//! user's own `--writable` paths, which are confirmed); the home lies outside the project and
+//! outside warden's config and state directories; `config.toml` is copied into it once and never
+//! overwritten, `prompts/` files never overwritten; `PROJECT/codex` and `PROJECT/.codex` are
+//! read-only inside (placeholders when missing), as is the init hook; a key reaches Codex only
+//! as the credential proxy's dummy; a ChatGPT login is shown read-only at the home's `auth.json`
+//! (never copied) and only `chatgpt.com` and `auth.openai.com` are then always allowed;
+//! analytics, feedback, update checks, plugins, apps and OTel metrics are off (the hosts they
+//! need are named in `docs/codex-network.md`); Codex's own sandbox is off (warden is it).
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use warden_policy::{NetMode, Profile};
+use warden_policy::{BindAt, NetMode, Profile};
 
 use crate::args::{CodexArgs, RunArgs};
 use crate::ui::fail;
@@ -19,18 +23,31 @@ use crate::ui::fail;
 /// What a per-project home records about its project.
 const PROJECT_FILE: &str = "warden-project";
 
-/// Codex config overrides for every run (`-c key=value`, values as TOML).
-const OVERRIDES: &[(&str, &str)] = &[
+/// Codex config overrides when a key goes through the credential proxy.
+const PROXY_OVERRIDES: &[(&str, &str)] = &[
     ("model_provider", "\"warden\""),
     (
         "model_providers.warden",
         "{ name = \"OpenAI through warden's credential proxy\", base_url = \"http://127.0.0.1:8787/v1\", wire_api = \"responses\", env_key = \"OPENAI_API_KEY\" }",
     ),
+];
+
+/// Codex config overrides for a ChatGPT login: the login is read from the (read-only) file.
+const CHATGPT_OVERRIDES: &[(&str, &str)] = &[("cli_auth_credentials_store", "\"file\"")];
+
+/// The hosts a ChatGPT login needs (docs/codex-network.md): the model and models list, and the
+/// token refresh.
+const CHATGPT_HOSTS: &[&str] = &["chatgpt.com", "auth.openai.com"];
+
+/// Codex config overrides for every run (`-c key=value`, values as TOML).
+const OVERRIDES: &[(&str, &str)] = &[
     ("sandbox_mode", "\"danger-full-access\""),
     ("analytics.enabled", "false"),
     ("feedback.enabled", "false"),
     ("check_for_update_on_startup", "false"),
     ("features.plugins", "false"),
+    ("features.remote_plugin", "false"),
+    ("features.apps", "false"),
     ("otel.metrics_exporter", "\"none\""),
 ];
 
@@ -87,10 +104,10 @@ fn config_source(explicit: Option<&Path>) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// The directories `prompts/` are copied from, in the seed's order: `--codex-source` (a
-/// directory, or a file's directory), `CODEX_CONFIG_DIR`, `~/.codex`, `~/.config/codex`,
-/// `PROJECT/codex`, `PROJECT/.codex`.
-fn prompt_sources(explicit: Option<&Path>, project: &Path) -> Vec<PathBuf> {
+/// The seed's lookup order for Codex files: the `--codex-source` directory (or a file's
+/// directory), `CODEX_CONFIG_DIR`, `~/.codex`, `~/.config/codex`, `PROJECT/codex`,
+/// `PROJECT/.codex`.
+fn seed_dirs(explicit: Option<&Path>, project: &Path) -> Vec<PathBuf> {
     let home = env("HOME").map(PathBuf::from);
     let explicit = explicit.map(|p| if p.is_dir() { p.to_path_buf() } else { p.parent().unwrap_or(p).to_path_buf() });
     [
@@ -103,9 +120,12 @@ fn prompt_sources(explicit: Option<&Path>, project: &Path) -> Vec<PathBuf> {
     ]
     .into_iter()
     .flatten()
-    .map(|d| d.join("prompts"))
-    .filter(|d| d.is_dir())
     .collect()
+}
+
+/// The directories `prompts/` are copied from, in the seed's order ([`seed_dirs`]).
+fn prompt_sources(explicit: Option<&Path>, project: &Path) -> Vec<PathBuf> {
+    seed_dirs(explicit, project).into_iter().map(|d| d.join("prompts")).filter(|d| d.is_dir()).collect()
 }
 
 /// Copies each regular file of each source's `prompts/` into `home/prompts` unless one of that
@@ -212,14 +232,43 @@ fn prepare(mut a: CodexArgs) -> Result<Option<RunArgs>, String> {
         }
     }
     copy_prompts(&prompt_sources(a.codex_source.as_deref(), &project), &home)?;
-    // The key: the flags, else OPENAI_API_KEY; Codex never holds it.
-    if a.session.credential_env.is_none() && a.session.credential_file.is_none() {
-        if env("OPENAI_API_KEY").is_some() {
-            a.session.credential_env = Some("OPENAI_API_KEY".into());
-        } else {
-            return Err("no model key: pass --credential-env VAR or --credential-file FILE, or set OPENAI_API_KEY (warden's credential proxy injects it; Codex holds a dummy). A ChatGPT login is not supported by warden codex yet".into());
-        }
+    let mut policy = a.policy;
+    let mut session = a.session;
+
+    // The credential: the flags, else OPENAI_API_KEY (both through the credential proxy; Codex
+    // never holds the key), else a ChatGPT login's auth.json, mounted read-only.
+    let mut overrides: Vec<(&str, &str)> = Vec::new();
+    let mut always_allowed: &[&str] = &[];
+    if session.credential_env.is_none() && session.credential_file.is_none() && env("OPENAI_API_KEY").is_some() {
+        session.credential_env = Some("OPENAI_API_KEY".into());
     }
+    let own_login = home.join("auth.json");
+    if session.credential_env.is_some() || session.credential_file.is_some() {
+        overrides.extend(PROXY_OVERRIDES);
+        // Not needed with a key, and not for the agent to read.
+        if own_login.symlink_metadata().is_ok() {
+            policy.deny_read.push(own_login);
+        }
+    } else {
+        let explicit_home = a.codex_home.is_some();
+        let auth = auth_source(
+            a.auth_file.as_deref(),
+            explicit_home.then_some(&own_login),
+            a.codex_source.as_deref(),
+            &project,
+        )?
+        .ok_or_else(|| {
+            "no model credential: pass --credential-env VAR or --credential-file FILE, or set OPENAI_API_KEY \
+                 (warden's credential proxy injects the key; Codex holds a dummy), or use a ChatGPT login: run \
+                 `codex login` outside the sandbox (it writes ~/.codex/auth.json, which warden mounts read-only), \
+                 pass --auth-file FILE, or --codex-home DIR with an existing login"
+                .to_owned()
+        })?;
+        overrides.extend(CHATGPT_OVERRIDES);
+        always_allowed = CHATGPT_HOSTS;
+        policy.bind_at.push(BindAt { source: auth, target: own_login, writable: false });
+    }
+
     let codex = match a.codex_bin.clone().or_else(|| env("CODEX_BIN").map(PathBuf::from)) {
         Some(p) => p,
         None => PathBuf::from("codex"),
@@ -231,30 +280,121 @@ fn prepare(mut a: CodexArgs) -> Result<Option<RunArgs>, String> {
         );
     }
     let mut argv = vec![codex.display().to_string()];
-    for (k, v) in OVERRIDES {
+    for (k, v) in overrides.iter().chain(OVERRIDES) {
         argv.push("-c".into());
         argv.push(format!("{k}={v}"));
     }
     argv.extend(a.codex_args);
-    let mut policy = a.policy;
-    policy.workdir = Some(project);
+
+    policy.workdir = Some(project.clone());
     if policy.profile.is_none() && policy.sandbox.is_none() {
         policy.profile = Some(Profile::WorkspaceWrite);
     }
+    // What the next run reads from the project stays as it was (.codex is protected already).
+    policy.extra_protected_names.push("codex".into());
     let mut domains: Vec<String> = env("OPENAI_ALLOWED_DOMAINS")
         .map(|d| d.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
     domains.append(&mut policy.rules.allow_domain);
+    for h in always_allowed {
+        if !domains.iter().any(|d| d == h) {
+            domains.push((*h).to_owned());
+        }
+    }
     policy.rules.allow_domain = domains;
     if policy.net.is_none() && !policy.rules.allow_domain.is_empty() {
         policy.net = Some(NetMode::Allowlist);
     }
-    // The home is warden's own choice: no confirmation for it (other --writable paths still ask).
-    let mut session = a.session;
-    session.yes |= policy.writable.is_empty();
+
+    // Sessions: in the home, or in --sessions-path DIR shown at the home's sessions/.
+    if let Some(dir) = &a.sessions_path {
+        let dir = std::path::absolute(dir).map_err(|e| format!("--sessions-path {}: {e}", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("--sessions-path: cannot create {}: {e}", dir.display()))?;
+        let dir = std::fs::canonicalize(&dir).map_err(|e| format!("--sessions-path {}: {e}", dir.display()))?;
+        if dir.starts_with(&home) || home.starts_with(&dir) {
+            return Err(format!(
+                "--sessions-path {} overlaps the Codex home {}: give a directory outside it",
+                dir.display(),
+                home.display()
+            ));
+        }
+        let in_home = home.join("sessions");
+        if std::fs::read_dir(&in_home).is_ok_and(|mut d| d.next().is_some()) {
+            eprintln!(
+                "warden: {} holds sessions of earlier runs; they stay there, hidden from this run, which keeps its sessions in {}",
+                in_home.display(),
+                dir.display()
+            );
+        }
+        // Outside the project: a writable root of its own, confirmed like any other.
+        if !dir.starts_with(&project) {
+            policy.writable.push(dir.clone());
+        }
+        policy.bind_at.push(BindAt { source: dir, target: in_home, writable: true });
+    }
+
+    // The init hook: --init-script copied into the home as init.sh, or an executable init.sh
+    // there; read-only inside, so that a run cannot change what the next one runs first.
+    let hook = home.join("init.sh");
+    if let Some(src) = &a.init_script {
+        let meta = std::fs::metadata(src).map_err(|e| format!("--init-script {}: {e}", src.display()))?;
+        if !meta.is_file() || meta.len() > 1 << 20 {
+            return Err(format!("--init-script {}: not a regular file of at most 1 MiB", src.display()));
+        }
+        let _ = std::fs::remove_file(&hook);
+        std::fs::copy(src, &hook).map_err(|e| format!("cannot copy {} to {}: {e}", src.display(), hook.display()))?;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} executable: {e}", hook.display()))?;
+    }
+    let mut init_hook = None;
+    if let Ok(meta) = std::fs::symlink_metadata(&hook) {
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            policy.read_only.push(hook.clone());
+            init_hook = Some(vec![hook.display().to_string()]);
+        } else {
+            eprintln!(
+                "warden: {} is not an executable file: not run (chmod +x it to run it before Codex)",
+                hook.display()
+            );
+        }
+    }
+
+    // The home is warden's own choice: it needs no confirmation (other writable paths still do).
     policy.writable.push(home.clone());
     policy.env_set.push(("CODEX_HOME".into(), home.display().to_string()));
-    Ok(Some(RunArgs { policy, session, command: argv }))
+    policy.env_set.push(("SANDBOX_ENV_DIR".into(), home.display().to_string()));
+    Ok(Some(RunArgs { policy, session, command: argv, init_hook, preconfirmed: vec![home] }))
+}
+
+/// The ChatGPT login to mount: `--auth-file`, `CODEX_AUTH_FILE`, the home's own login (with
+/// `--codex-home`), then the first `auth.json` of the `--codex-source` directory,
+/// `CODEX_CONFIG_DIR`, `~/.codex`, `~/.config/codex`, `PROJECT/codex`, `PROJECT/.codex`.
+fn auth_source(
+    explicit: Option<&Path>,
+    own: Option<&PathBuf>,
+    codex_source: Option<&Path>,
+    project: &Path,
+) -> Result<Option<PathBuf>, String> {
+    let named = explicit
+        .map(|p| ("--auth-file", p.to_path_buf()))
+        .or_else(|| env("CODEX_AUTH_FILE").map(|p| ("CODEX_AUTH_FILE", PathBuf::from(p))));
+    if let Some((what, p)) = named {
+        return match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => Ok(Some(p)),
+            Ok(_) => Err(format!("{what} {}: not a regular file", p.display())),
+            Err(e) => Err(format!("{what} {}: {e}", p.display())),
+        };
+    }
+    let found = own
+        .cloned()
+        .into_iter()
+        .chain(seed_dirs(codex_source, project).into_iter().map(|d| d.join("auth.json")))
+        .find(|p| p.is_file());
+    Ok(found)
 }
 
 #[cfg(test)]

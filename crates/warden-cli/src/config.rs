@@ -30,6 +30,7 @@ pub fn session_spec(
         credential,
         stdio: StdioMode::Inherit,
         allow_nested_userns: args.allow_nested_userns,
+        init_hook: None,
     })
 }
 

@@ -146,6 +146,8 @@ type Probe = (f64, Vec<(String, String)>);
 
 fn probe_offline() -> Result<Probe, String> {
     let args = PolicyArgs {
+        bind_at: Vec::new(),
+        extra_protected_names: Vec::new(),
         profile: Some(warden_policy::Profile::Offline),
         sandbox: None,
         workdir: Some("/".into()),

@@ -151,6 +151,15 @@ pub fn print_layers(prepared: &Prepared, out: &mut dyn Write) {
                 "read-only",
                 "read-only bind mount (Landlock cannot narrow a writable parent)".into(),
             ),
+            MountStep::BindAt { source, target, writable } => (
+                target.display().to_string(),
+                if *writable { "read-write" } else { "read-only" },
+                format!(
+                    "{} of {} (shown here, after the masks)",
+                    if *writable { "bind mount" } else { "read-only bind mount" },
+                    source.display()
+                ),
+            ),
             MountStep::Protect { path, placeholder } => (
                 path.display().to_string(),
                 "read-only",

@@ -2,9 +2,11 @@
 //! Everything that makes a run a run is warden-session's.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use warden_policy::Policy;
+use warden_sandbox::CommandStatus;
 use warden_session::{Outcome, Session, SessionError};
 
 use crate::args::RunArgs;
@@ -23,12 +25,13 @@ pub fn run(args: RunArgs) -> i32 {
         Ok(k) => k,
         Err(e) => return fail(e),
     };
-    let spec = match crate::config::host()
+    let mut spec = match crate::config::host()
         .and_then(|host| crate::config::session_spec(&args.policy, &args.command, host, credential))
     {
         Ok(s) => s,
         Err(msg) => return fail(msg),
     };
+    spec.init_hook = args.init_hook.clone();
     let prepared = match warden_session::prepare(spec) {
         Ok(p) => p,
         Err(e) => return fail(e),
@@ -64,7 +67,7 @@ pub fn run(args: RunArgs) -> i32 {
     for risk in session.prepared().risks() {
         eprintln!("warden: warning: {risk}");
     }
-    if let Err(code) = confirm_outside_writes(&session.prepared().spec.policy, args.session.yes) {
+    if let Err(code) = confirm_outside_writes(&session.prepared().spec.policy, args.session.yes, &args.preconfirmed) {
         session.refuse("writable paths outside the workdir were not confirmed");
         return code;
     }
@@ -95,13 +98,21 @@ pub fn run(args: RunArgs) -> i32 {
         }
         Outcome::ExecFailed { program, errno } => {
             let what = if errno.0 == libc::ENOENT { "command not found" } else { "cannot execute" };
-            eprintln!("warden: {program}: {what} inside the sandbox ({errno})");
+            let hint = if errno.0 == libc::ENOEXEC { "; a script needs a first line such as #!/bin/sh" } else { "" };
+            eprintln!("warden: {program}: {what} inside the sandbox ({errno}){hint}");
         }
         Outcome::TimedOut => {
             eprintln!(
                 "warden: timed out after {}s: killed the command and every process it started",
                 policy.limits.timeout_secs.unwrap_or_default()
             );
+        }
+        Outcome::HookFailed { program, status } => {
+            let how = match status {
+                CommandStatus::Exited(c) => format!("exited with status {c}"),
+                CommandStatus::Signaled(s) => format!("was killed by signal {s}"),
+            };
+            eprintln!("warden: the init hook {program} {how}; the command did not start");
         }
         Outcome::Finished(_) | Outcome::Cancelled { .. } => {}
     }
@@ -121,13 +132,18 @@ pub fn run(args: RunArgs) -> i32 {
 
 /// Writable roots outside the workdir, and writable paths given through a symlink that leads out
 /// of their directory, need a yes: on a terminal we ask, otherwise `--yes`.
-fn confirm_outside_writes(policy: &Policy, yes: bool) -> Result<(), i32> {
+fn confirm_outside_writes(policy: &Policy, yes: bool, preconfirmed: &[PathBuf]) -> Result<(), i32> {
+    let outside: Vec<&PathBuf> = policy
+        .writable_outside_workdir
+        .iter()
+        .filter(|p| !preconfirmed.iter().any(|c| std::fs::canonicalize(c).is_ok_and(|c| c == **p)))
+        .collect();
     // `trusted` makes everything writable by definition; choosing it is the confirmation.
-    let nothing_to_ask = policy.writable_outside_workdir.is_empty() && policy.redirected.is_empty();
+    let nothing_to_ask = outside.is_empty() && policy.redirected.is_empty();
     if nothing_to_ask || yes || policy.profile.everything_writable() {
         return Ok(());
     }
-    let mut list: Vec<String> = policy.writable_outside_workdir.iter().map(|p| p.display().to_string()).collect();
+    let mut list: Vec<String> = outside.iter().map(|p| p.display().to_string()).collect();
     let links: Vec<String> = policy
         .redirected
         .iter()
@@ -148,7 +164,7 @@ fn confirm_outside_writes(policy: &Policy, yes: bool) -> Result<(), i32> {
         }
         return Err(fail("not confirmed; nothing ran"));
     }
-    if policy.writable_outside_workdir.is_empty() {
+    if outside.is_empty() {
         return Err(fail(format!(
             "writable path(s) given through a symlink that leads out of their directory: {}; confirm with --yes \
              when not on a terminal",

@@ -252,4 +252,14 @@ pub enum PolicyError {
         /// The network mode in force.
         net: String,
     },
+    /// A path to show at another location cannot be used.
+    #[error("{what} {}: {problem}", path.display())]
+    BindAt {
+        /// What asked for it (e.g. "the ChatGPT login file").
+        what: String,
+        /// The source or target.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        problem: String,
+    },
 }

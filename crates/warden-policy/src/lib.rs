@@ -29,7 +29,7 @@ pub use env::{glob_match, EnvPolicy, CORE_ENV_VARS, DEFAULT_ENV_EXCLUDES};
 pub use error::{Location, PolicyError};
 pub use paths::DEFAULT_MASKS;
 pub use policy::{
-    AuditSettings, Limits, Policy, RepoScan, AUDIT_FSYNC_MODES, DEFAULT_PROTECTED_NAMES, DEFAULT_REPO_SCAN_SKIP,
+    AuditSettings, BindAt, Limits, Policy, RepoScan, AUDIT_FSYNC_MODES, DEFAULT_PROTECTED_NAMES, DEFAULT_REPO_SCAN_SKIP,
 };
 pub use profile::{EnvInherit, GitMode, NetMode, ParseEnumError, Profile};
 pub use quote::toml_quote;

@@ -21,6 +21,7 @@ pub const DEFAULT_MASKS: &[&str] = &[
     ".docker/desktop",
     ".netrc",
     ".codex/auth.json",
+    ".config/codex/auth.json",
     ".git-credentials",
     ".azure",
     ".config/gh",

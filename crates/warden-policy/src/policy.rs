@@ -78,6 +78,10 @@ pub struct Policy {
     pub read_only: Vec<PathBuf>,
     /// Existing paths hidden from the command (both spellings of symlinked paths); sorted.
     pub deny_read: Vec<PathBuf>,
+    /// Host files or directories shown at another path inside the sandbox (after the masks, so
+    /// that a deliberate exposure, such as a login file the masks hide, is seen there).
+    #[serde(default)]
+    pub bind_at: Vec<BindAt>,
     /// Names kept read-only inside every writable root.
     pub protected_names: Vec<String>,
     /// How the git repositories found in writable roots are protected.
@@ -105,6 +109,18 @@ pub struct Policy {
     pub network: crate::config::NetworkRules,
     /// Where each setting came from, for `warden explain`: `(setting, source)`.
     pub sources: Vec<(String, String)>,
+}
+
+/// A host path shown at another path inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindAt {
+    /// The host file or directory (canonical in a resolved policy).
+    pub source: PathBuf,
+    /// Where it appears inside the sandbox: absolute, normalised, inside a writable root (a
+    /// missing target gets a placeholder for the run there).
+    pub target: PathBuf,
+    /// Writable, or read-only.
+    pub writable: bool,
 }
 
 /// `[filesystem] repo_scan`: how far warden looks for git repositories inside writable roots.
@@ -219,6 +235,7 @@ mod tests {
             redirected: vec![],
             read_only: vec![],
             deny_read: vec!["/home/u/.ssh".into()],
+            bind_at: vec![],
             protected_names: vec![".git".into()],
             git: GitMode::ReadOnly,
             repo_scan: RepoScan::default(),

@@ -20,7 +20,7 @@ use crate::env::EnvPolicy;
 use crate::error::{Location, PolicyError};
 use crate::paths::{absolutize, default_masks, is_within, mask_variants, normalize, system_homes};
 use crate::policy::{
-    check_limit, AuditSettings, Limits, Policy, RepoScan, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES,
+    check_limit, AuditSettings, BindAt, Limits, Policy, RepoScan, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES,
     DEFAULT_PROTECTED_NAMES,
 };
 use crate::profile::{EnvInherit, GitMode, NetMode, Profile, PROFILE_NAMES};
@@ -83,6 +83,13 @@ pub struct PolicyOptions {
     /// `--allow-domain`, `--deny-domain`, `--allow-port`, `--allow-cidr`, `--allow-private`,
     /// `--resolve` (added to the config's `[network]` rules).
     pub network: NetworkRules,
+    /// Host paths to show at another path (set by callers such as `warden codex`, not a flag):
+    /// the source must exist, the target must be absolute and lie inside a writable root.
+    #[serde(default)]
+    pub bind_at: Vec<BindAt>,
+    /// Names kept read-only inside every writable root besides [`DEFAULT_PROTECTED_NAMES`].
+    #[serde(default)]
+    pub extra_protected_names: Vec<String>,
 }
 
 /// warden's own process context.
@@ -524,6 +531,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         src("audit", &audit.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
     }
 
+    let bind_at = resolve_bind_at(&opts.bind_at, &cwd, profile, &writable_roots)?;
     let policy = Policy {
         profile,
         workdir,
@@ -535,8 +543,15 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
         protected_names: if profile == Profile::Trusted {
             Vec::new()
         } else {
-            DEFAULT_PROTECTED_NAMES.iter().map(|s| (*s).to_owned()).collect()
+            let mut names: Vec<String> = DEFAULT_PROTECTED_NAMES.iter().map(|s| (*s).to_owned()).collect();
+            for n in &opts.extra_protected_names {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+            names
         },
+        bind_at,
         git,
         repo_scan,
         pinned,
@@ -552,6 +567,42 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
     };
     serde_json::to_vec(&policy).map_err(|e| PolicyError::Unserializable { message: e.to_string() })?;
     Ok(Resolved { policy, warnings })
+}
+
+/// Checks and canonicalises the sources of [`PolicyOptions::bind_at`]; each target must be
+/// absolute and lie in a writable root (where the run may put a placeholder for it).
+fn resolve_bind_at(
+    given: &[BindAt],
+    cwd: &Path,
+    profile: Profile,
+    writable_roots: &[PathBuf],
+) -> Result<Vec<BindAt>, PolicyError> {
+    let mut out = Vec::new();
+    for b in given {
+        let err = |path: &Path, problem: String| PolicyError::BindAt {
+            what: format!("showing {} at {}", b.source.display(), b.target.display()),
+            path: path.to_owned(),
+            problem,
+        };
+        if profile.everything_writable() {
+            return Err(err(
+                &b.source,
+                "the trusted profile has no mount namespace to show it in; use another profile".into(),
+            ));
+        }
+        let source = fs::canonicalize(absolutize(cwd, &b.source)).map_err(|e| err(&b.source, e.to_string()))?;
+        if !b.target.is_absolute() {
+            return Err(err(&b.target, "the target must be an absolute path".into()));
+        }
+        let target = normalize(&b.target);
+        let parent = target.parent().map(canonical_as_far_as_exists).unwrap_or_default();
+        let target = parent.join(target.file_name().unwrap_or_default());
+        if !writable_roots.iter().any(|r| is_within(&target, r) && target != *r) {
+            return Err(err(&target, "the target must lie inside a writable root".into()));
+        }
+        out.push(BindAt { source, target, writable: b.writable });
+    }
+    Ok(out)
 }
 
 /// warden's audit log directory and key file are masked in every profile but `trusted`, so the
@@ -870,6 +921,34 @@ mod tests {
         let p = run(&opts, &f.host(&[])).policy;
         assert_eq!(p.net, NetMode::Host);
         assert_eq!(p.source_of("net"), Some("profile trusted"));
+    }
+
+    #[test]
+    fn paths_shown_elsewhere_need_an_existing_source_and_a_target_in_a_writable_root() {
+        let f = Fixture::new();
+        let src = f.write("login.json", "{}");
+        let with = |source: &Path, target: &Path, profile: Profile| PolicyOptions {
+            profile: Some(profile),
+            workdir: Some(f.proj.clone()),
+            bind_at: vec![BindAt { source: source.to_owned(), target: target.to_owned(), writable: false }],
+            extra_protected_names: vec!["codex".into()],
+            ..PolicyOptions::default()
+        };
+        let p = run(&with(&src, &f.proj.join("sub/../shown"), Profile::WorkspaceWrite), &f.host(&[])).policy;
+        assert_eq!(p.bind_at, [BindAt { source: src.clone(), target: f.proj.join("shown"), writable: false }]);
+        assert!(p.protected_names.contains(&"codex".to_owned()) && p.protected_names.contains(&".git".to_owned()));
+        let e = resolve(&with(&src, &f.root.join("other/shown"), Profile::WorkspaceWrite), &f.host(&[]))
+            .expect_err("outside the writable roots");
+        assert!(e.to_string().contains("inside a writable root"), "{e}");
+        let e = resolve(&with(&src, &f.proj, Profile::WorkspaceWrite), &f.host(&[])).expect_err("onto the root");
+        assert!(e.to_string().contains("inside a writable root"), "{e}");
+        let e = resolve(&with(&f.root.join("missing"), &f.proj.join("shown"), Profile::WorkspaceWrite), &f.host(&[]))
+            .expect_err("missing source");
+        assert!(e.to_string().contains("missing") && e.to_string().contains("No such file"), "{e}");
+        let e = resolve(&with(&src, Path::new("rel"), Profile::WorkspaceWrite), &f.host(&[])).expect_err("relative");
+        assert!(e.to_string().contains("absolute"), "{e}");
+        let e = resolve(&with(&src, &f.proj.join("shown"), Profile::Trusted), &f.host(&[])).expect_err("trusted");
+        assert!(e.to_string().contains("trusted"), "{e}");
     }
 
     #[test]

@@ -221,12 +221,45 @@ fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control, deadline: Option<
         None => None,
     };
 
+    // The init hook first, when there is one: the command starts only once it exited 0.
+    let stages = plan.init_hook.iter().map(|h| (h.as_slice(), true)).chain([(plan.argv.as_slice(), false)]);
+    for (argv, is_hook) in stages {
+        let child = start_command(me, plan, argv, pty.as_ref(), control)?;
+        let ended = supervise(child, &set, plan.namespaces, control, deadline);
+        let status = match ended {
+            Ended::Command(CommandStatus::Exited(0)) if is_hook => continue,
+            Ended::Command(status) => status,
+            Ended::TimedOut => {
+                control.send(&Message::TimedOut { peak_rss_kib: sys::children_max_rss_kib() });
+                return Ok(TIMED_OUT);
+            }
+        };
+        let hook = is_hook.then(|| argv[0].clone());
+        control.send(&Message::Finished { status, hook, peak_rss_kib: sys::children_max_rss_kib() });
+        return Ok(match status {
+            CommandStatus::Exited(c) => c,
+            CommandStatus::Signaled(s) => 128 + s,
+        });
+    }
+    // The last stage always returns.
+    Ok(SETUP_FAILED)
+}
+
+/// Forks the child that becomes `argv` (reporting an exec failure to the parent) and returns its
+/// pid.
+fn start_command(
+    me: &FreshChild,
+    plan: &LaunchPlan,
+    argv: &[String],
+    pty: Option<&Pty>,
+    control: &Control,
+) -> Result<libc::pid_t, SetupError> {
     let (exec_r, exec_w) = sys::pipe().map_err(|e| fail("init", "pipe", e))?;
     let child = match sys::clone_process(me.single_threaded(), 0).map_err(|e| fail("init", "fork", e))? {
         Forked::Parent(pid) => pid,
         Forked::Child(fresh) => {
             drop(exec_r);
-            let err = match command_child(&fresh, plan, &exec_w, pty.as_ref()) {
+            let err = match command_child(&fresh, plan, argv, &exec_w, pty) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -241,25 +274,9 @@ fn pid1(me: &FreshChild, plan: &LaunchPlan, control: &Control, deadline: Option<
     }
     let mut errno_buf = [0u8; 4];
     if let Ok(4) = sys::read(exec_r.as_raw_fd(), &mut errno_buf) {
-        control.send(&Message::ExecFailed { program: plan.argv[0].clone(), errno: i32::from_ne_bytes(errno_buf) });
+        control.send(&Message::ExecFailed { program: argv[0].clone(), errno: i32::from_ne_bytes(errno_buf) });
     }
-    drop(exec_r);
-
-    let ended = supervise(child, &set, plan.namespaces, control, deadline);
-    let peak_rss_kib = sys::children_max_rss_kib();
-    Ok(match ended {
-        Ended::Command(status) => {
-            control.send(&Message::Finished { status, peak_rss_kib });
-            match status {
-                CommandStatus::Exited(c) => c,
-                CommandStatus::Signaled(s) => 128 + s,
-            }
-        }
-        Ended::TimedOut => {
-            control.send(&Message::TimedOut { peak_rss_kib });
-            TIMED_OUT
-        }
-    })
+    Ok(child)
 }
 
 /// The sandbox's pty, as the command's terminal.
@@ -518,7 +535,13 @@ fn attach_tty(me: &FreshChild, tty: &OwnedFd, which: &TtyPlan) -> Result<(), Set
     Ok(())
 }
 
-fn command_child(me: &FreshChild, plan: &LaunchPlan, exec_w: &OwnedFd, pty: Option<&Pty>) -> Result<Never, SetupError> {
+fn command_child(
+    me: &FreshChild,
+    plan: &LaunchPlan,
+    argv: &[String],
+    exec_w: &OwnedFd,
+    pty: Option<&Pty>,
+) -> Result<Never, SetupError> {
     if let Some(pty) = pty {
         attach_tty(me, &pty.slave, &pty.which)?;
     }
@@ -553,7 +576,7 @@ fn command_child(me: &FreshChild, plan: &LaunchPlan, exec_w: &OwnedFd, pty: Opti
     if plan.drop_privileges {
         drop_capabilities()?;
     }
-    let (program, argv, envp) = exec_args(plan)?;
+    let (program, argv, envp) = exec_args(plan, argv)?;
     if let Some(sc) = &plan.seccomp {
         let filter = seccomp::build_filter(&sc.filter_options());
         sys::seccomp_install(&filter).map_err(|e| fail("seccomp", "installing the filter", e))?;
@@ -563,19 +586,17 @@ fn command_child(me: &FreshChild, plan: &LaunchPlan, exec_w: &OwnedFd, pty: Opti
     sys::exit_now(if errno.0 == libc::ENOENT { 127 } else { 126 })
 }
 
-fn exec_args(plan: &LaunchPlan) -> Result<(String, Vec<CString>, Vec<CString>), SetupError> {
+fn exec_args(plan: &LaunchPlan, argv: &[String]) -> Result<(String, Vec<CString>, Vec<CString>), SetupError> {
     let bad = |what: &str| SetupError { layer: "exec", detail: format!("{what} contains a NUL byte") };
-    let argv = plan
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_str()).map_err(|_| bad("an argument")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let program = argv[0].clone();
+    let argv =
+        argv.iter().map(|a| CString::new(a.as_str()).map_err(|_| bad("an argument"))).collect::<Result<Vec<_>, _>>()?;
     let envp = plan
         .env
         .iter()
         .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| bad("an environment variable")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((plan.argv[0].clone(), argv, envp))
+    Ok((program, argv, envp))
 }
 
 /// `execvpe` semantics with the child's own `PATH`: returns the errno to report.
@@ -706,6 +727,8 @@ struct Tree {
     dev: Option<OwnedFd>,
     /// Sources that are not directories (bound onto files).
     files: Vec<PathBuf>,
+    /// Detached clones of the sources of [`MountStep::BindAt`] steps, in the plan's order.
+    at_sources: std::collections::VecDeque<Result<OwnedFd, Errno>>,
     /// The one tmpfs instance, of `plan.tmp_size` bytes, behind every private writable directory
     /// (/tmp, /var/tmp, /run, $TMPDIR, /dev/shm): they share one cap.
     shared_tmp: Option<OwnedFd>,
@@ -794,10 +817,22 @@ fn build_mount_tree(plan: &LaunchPlan, control: &Control) -> Result<(), SetupErr
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(|e| fail(L, "making / private", e))?;
     let root = sys::open_path(Path::new("/"), true).map_err(|e| fail(L, "open /", e))?;
-    let mut tree = Tree { root, sources: Default::default(), dev: None, files: Vec::new(), shared_tmp: None };
+    let mut tree = Tree {
+        root,
+        sources: Default::default(),
+        dev: None,
+        files: Vec::new(),
+        at_sources: Default::default(),
+        shared_tmp: None,
+    };
     for step in &plan.mounts {
         match step {
             MountStep::Bind { path, .. } | MountStep::Protect { path, .. } => tree.clone_host(path, true),
+            MountStep::BindAt { source, .. } => {
+                let clone = sys::openat2_path(&tree.root, &rel(source), Resolve::NoSymlinks)
+                    .and_then(|fd| sys::clone_tree(&fd, true));
+                tree.at_sources.push_back(clone);
+            }
             MountStep::Dev => {
                 for node in DEV_NODES {
                     tree.clone_host(&Path::new("/dev").join(node), false);
@@ -902,6 +937,22 @@ fn apply_step(tree: &mut Tree, step: &MountStep, plan: &LaunchPlan, control: &Co
             }
             .map_err(|e| fail("mask", format!("preparing the mask for {}", path.display()), e))?;
             sys::move_mount(&cover, &target).map_err(|e| fail("mask", format!("masking {}", path.display()), e))
+        }
+        MountStep::BindAt { source, target, writable } => {
+            let what = || format!("showing {} at {}", source.display(), target.display());
+            let clone =
+                tree.at_sources.pop_front().unwrap_or(Err(Errno(libc::ENOENT))).map_err(|e| bind_error(source, e))?;
+            let mut attrs = nosuid_nodev;
+            if !writable {
+                attrs |= mount_attr::RDONLY;
+            }
+            sys::mount_setattr(&clone, true, attrs, 0).map_err(|e| fail(L, what(), e))?;
+            // The parent made a placeholder there for the run; the writable root it lies in is
+            // the host's, so nothing is created here.
+            let at = tree
+                .target(target, Resolve::NoSymlinks)
+                .map_err(|e| fail(L, format!("{}: the mount point", what()), e))?;
+            sys::move_mount(&clone, &at).map_err(|e| fail(L, what(), e))
         }
     }
 }

@@ -39,6 +39,13 @@ pub enum Outcome {
     Finished(CommandStatus),
     /// The command ran longer than the timeout and was killed with its whole tree.
     TimedOut,
+    /// The init hook ([`LaunchPlan::init_hook`]) failed; the command never started.
+    HookFailed {
+        /// The hook's program.
+        program: String,
+        /// How it ended.
+        status: CommandStatus,
+    },
     /// A layer could not be set up; the command never ran.
     SetupFailed {
         /// The layer.
@@ -67,6 +74,8 @@ impl Outcome {
             Outcome::Finished(CommandStatus::Exited(c)) => *c,
             Outcome::Finished(CommandStatus::Signaled(s)) => 128 + s,
             Outcome::TimedOut => 124,
+            Outcome::HookFailed { status: CommandStatus::Exited(c), .. } => *c,
+            Outcome::HookFailed { status: CommandStatus::Signaled(s), .. } => 128 + s,
             Outcome::SetupFailed { .. } => 125,
             Outcome::ExecFailed { errno, .. } if errno.0 == libc::ENOENT => 127,
             Outcome::ExecFailed { .. } => 126,
@@ -642,8 +651,12 @@ fn decide(messages: &[Message], timed_out: bool, init: Option<WaitStatus>) -> Ou
         return Outcome::TimedOut;
     }
     for m in messages {
-        if let Message::Finished { status, .. } = m {
-            return Outcome::Finished(*status);
+        match m {
+            Message::Finished { status, hook: Some(program), .. } => {
+                return Outcome::HookFailed { program: program.clone(), status: *status }
+            }
+            Message::Finished { status, hook: None, .. } => return Outcome::Finished(*status),
+            _ => {}
         }
     }
     match init {
@@ -675,7 +688,7 @@ mod tests {
     #[test]
     fn setup_failure_wins_over_everything() {
         let msgs = vec![
-            Message::Finished { status: CommandStatus::Exited(0), peak_rss_kib: 0 },
+            Message::Finished { status: CommandStatus::Exited(0), hook: None, peak_rss_kib: 0 },
             Message::SetupFailed { layer: "landlock".into(), detail: "d".into() },
         ];
         assert!(matches!(decide(&msgs, true, None), Outcome::SetupFailed { .. }));

@@ -2,7 +2,9 @@
 //! [`Policy`] without touching the kernel.
 //!
 //! Guarantees: mount steps are ordered so that a later step can only narrow an earlier one
-//! (fresh filesystems, then binds from shallow to deep, then protected subpaths, then masks);
+//! (fresh filesystems, then binds from shallow to deep, then protected subpaths, then masks),
+//! except the explicit binds at another path ([`MountStep::BindAt`]), which come last because
+//! they are deliberate exposures (e.g. a login file that a mask hides at its own path);
 //! every path in the plan is absolute; the plan is plain data (serialisable, printable by
 //! `warden explain`).
 
@@ -56,6 +58,16 @@ pub enum MountStep {
         /// Where.
         path: PathBuf,
     },
+    /// The host's `source` (a file or directory, no symlink in its path) shown at `target`
+    /// inside the sandbox; a missing target gets a placeholder for the run first.
+    BindAt {
+        /// The host path.
+        source: PathBuf,
+        /// Where it appears (inside a writable root).
+        target: PathBuf,
+        /// Read-write, or read-only.
+        writable: bool,
+    },
 }
 
 /// What `launch::run` creates, for the run, at a protected path that does not exist.
@@ -95,6 +107,11 @@ pub enum Rlimit {
 pub struct LaunchPlan {
     /// The command and its arguments (`argv[0]` is looked up in the child's `PATH`).
     pub argv: Vec<String>,
+    /// A command PID 1 runs first, to completion, in the same sandbox and environment (`warden
+    /// codex`'s init hook): the command starts only once it exits 0, else the run ends with its
+    /// status. Every process it left is killed before the command starts.
+    #[serde(default)]
+    pub init_hook: Option<Vec<String>>,
     /// The child's complete environment.
     pub env: Vec<(String, String)>,
     /// Working directory of the command (same path inside).
@@ -248,6 +265,18 @@ pub enum PlanError {
         /// The value.
         value: String,
     },
+    /// The policy shows host paths at other paths, which needs a mount namespace.
+    #[error(
+        "{} cannot be shown at {} without a mount namespace (none can be made here); run where user namespaces work",
+        host.display(),
+        target.display()
+    )]
+    BindAtWithoutMounts {
+        /// The host path.
+        host: PathBuf,
+        /// Where it was to appear.
+        target: PathBuf,
+    },
 }
 
 /// Extra inputs for [`compile`].
@@ -298,6 +327,7 @@ pub fn compile(
     if trusted {
         return Ok(LaunchPlan {
             argv: argv.to_vec(),
+            init_hook: None,
             env,
             workdir: policy.workdir.clone(),
             namespaces: false,
@@ -331,6 +361,7 @@ pub fn compile(
     let landlock = opts.landlock_abi.map(|abi| landlock::plan_for(policy, abi));
     Ok(LaunchPlan {
         argv: argv.to_vec(),
+        init_hook: None,
         env,
         workdir: policy.workdir.clone(),
         namespaces: true,
@@ -376,6 +407,9 @@ pub fn compile_degraded(
     if policy.profile.everything_writable() {
         plan.env = env;
         return Ok(plan);
+    }
+    if let Some(b) = policy.bind_at.first() {
+        return Err(PlanError::BindAtWithoutMounts { host: b.source.clone(), target: b.target.clone() });
     }
     env.retain(|(k, _)| k != "TMPDIR");
     env.push(("TMPDIR".into(), private_tmp.display().to_string()));
@@ -447,6 +481,10 @@ pub fn placeholders(plan: &LaunchPlan) -> Vec<(PathBuf, Placeholder)> {
             MountStep::Protect { path, placeholder } if *placeholder != Placeholder::None => {
                 Some((path.clone(), placeholder.clone()))
             }
+            MountStep::BindAt { source, target, .. } if source != target => Some((
+                target.clone(),
+                if source.is_dir() { Placeholder::Dir } else { Placeholder::File { content: String::new() } },
+            )),
             _ => None,
         })
         .collect()
@@ -569,12 +607,39 @@ pub fn mount_steps(policy: &Policy, repos: &ScanReport) -> Vec<MountStep> {
     for path in masks {
         steps.push(MountStep::Mask { path });
     }
+    for b in &policy.bind_at {
+        steps.push(MountStep::BindAt { source: b.source.clone(), target: b.target.clone(), writable: b.writable });
+    }
     steps
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_shown_elsewhere_come_after_the_masks_and_get_a_placeholder() {
+        let mut p = test_policy();
+        p.workdir = "/home/u/w".into();
+        p.writable_roots = vec!["/home/u/w".into()];
+        p.deny_read = vec!["/home/u/.codex/auth.json".into()];
+        p.bind_at = vec![warden_policy::BindAt {
+            source: "/home/u/.codex/auth.json".into(),
+            target: "/home/u/w/auth.json".into(),
+            writable: false,
+        }];
+        let steps = mount_steps(&p, &ScanReport::default());
+        let last_mask = steps.iter().rposition(|s| matches!(s, MountStep::Mask { .. })).expect("mask");
+        let at = steps.iter().position(|s| matches!(s, MountStep::BindAt { .. })).expect("bind-at");
+        assert!(at > last_mask, "{steps:?}");
+        let plan = LaunchPlan {
+            mounts: steps,
+            ..compile(&p, &["true".into()], vec![], 0, 0, &CompileOptions::default()).expect("plan")
+        };
+        assert!(
+            placeholders(&plan).contains(&("/home/u/w/auth.json".into(), Placeholder::File { content: String::new() }))
+        );
+    }
 
     #[test]
     fn deeper_binds_follow_shallower_ones_and_masks_come_last() {

@@ -97,11 +97,15 @@ pub enum Message {
         /// Peak RSS of the largest process of the sandbox, KiB.
         peak_rss_kib: u64,
     },
-    /// The command ended.
+    /// The command ended (or the init hook failed, and the command never started).
     /// Sent after every process of the sandbox has been killed and reaped.
     Finished {
         /// How.
         status: CommandStatus,
+        /// Set when this is the init hook's status (a failure: the command did not start): the
+        /// hook's program.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook: Option<String>,
         /// Peak RSS of the largest process of the sandbox, KiB.
         peak_rss_kib: u64,
     },

@@ -218,6 +218,66 @@ fn main() {
         assert_eq!(r.outcome, Outcome::TimedOut, "{r:?}");
         assert_eq!(r.outcome.exit_code(), 124);
     });
+    case("the init hook runs first, its leftovers die, then the command runs", || {
+        let d = scratch();
+        let ws = d.path().display().to_string();
+        let cmd = format!(
+            "echo cmd >> {ws}/order; kill -0 $(cat {ws}/bgpid) 2>/dev/null && echo hook-leftover-alive >> {ws}/order; true"
+        );
+        let mut plan = plan_for(d.path(), warden_policy::NetMode::None, &["sh", "-c", &cmd]);
+        let hook = format!("echo hook > {ws}/order; sleep 100 & echo $! > {ws}/bgpid");
+        plan.init_hook = Some(vec!["sh".into(), "-c".into(), hook]);
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut Test::default()).expect("launch");
+        assert_eq!(r.outcome, Outcome::Finished(CommandStatus::Exited(0)), "{r:?}");
+        let order = std::fs::read_to_string(d.path().join("order")).expect("order");
+        assert_eq!(order, "hook\ncmd\n");
+    });
+    case("a failing init hook ends the run with its status; the command never starts", || {
+        let d = scratch();
+        let marker = d.path().join("ran");
+        let touch = format!("touch {}", marker.display());
+        let mut plan = plan_for(d.path(), warden_policy::NetMode::None, &["sh", "-c", &touch]);
+        plan.init_hook = Some(vec!["sh".into(), "-c".into(), "exit 4".into()]);
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut Test::default()).expect("launch");
+        assert_eq!(r.outcome, Outcome::HookFailed { program: "sh".into(), status: CommandStatus::Exited(4) }, "{r:?}");
+        assert_eq!(r.outcome.exit_code(), 4);
+        assert!(!marker.exists(), "the command ran after a failing hook");
+    });
+    case("a host file is shown read-only at another path, even one a mask hides, and only for the run", || {
+        let d = scratch();
+        let ws = d.path().join("ws");
+        std::fs::create_dir(&ws).expect("mkdir");
+        let src = d.path().join("login.json");
+        std::fs::write(&src, "the login\n").expect("write");
+        let path = "/usr/local/bin:/usr/bin:/bin".to_owned();
+        let host = warden_policy::HostContext { cwd: ws.clone(), home: None, env: vec![("PATH".into(), path)] };
+        let opts = warden_policy::PolicyOptions {
+            profile: Some(warden_policy::Profile::WorkspaceWrite),
+            workdir: Some(ws.clone()),
+            no_audit: true,
+            deny_read: vec![src.clone()],
+            bind_at: vec![warden_policy::BindAt { source: src.clone(), target: ws.join("shown"), writable: false }],
+            ..Default::default()
+        };
+        let policy = warden_policy::resolve(&opts, &host).expect("policy").policy;
+        let (uid, gid) = warden_sandbox::current_ids();
+        let copts = CompileOptions { allow_nested_userns: false, landlock_abi: warden_sandbox::landlock_abi() };
+        let script = format!(
+            "cat {src} 2>/dev/null && echo SOURCE-READABLE; cat shown; (echo x > shown) 2>/dev/null && echo WRITTEN; \
+             rm shown 2>/dev/null && echo REMOVED; true",
+            src = src.display()
+        );
+        let argv: Vec<String> = ["sh", "-c", &script].iter().map(|s| (*s).to_owned()).collect();
+        let mut plan = plan::compile(&policy, &argv, policy.env.apply(&host.env), uid, gid, &copts).expect("plan");
+        let out = ws.join("out");
+        plan.argv = vec!["sh".into(), "-c".into(), format!("{{ {script}; }} > {} 2>&1", out.display())];
+        let r = launch::run(&plan, Some(Duration::from_secs(20)), &mut Test::default()).expect("launch");
+        assert_eq!(r.outcome, Outcome::Finished(CommandStatus::Exited(0)), "{r:?}");
+        let out = std::fs::read_to_string(&out).expect("out");
+        assert_eq!(out.trim(), "the login", "masked at its own path, read-only at the other: {out}");
+        assert_eq!(std::fs::read_to_string(&src).expect("src"), "the login\n");
+        assert!(!ws.join("shown").exists(), "the placeholder is gone after the run");
+    });
     case("a multi-threaded caller is refused", || {
         let d = scratch();
         let plan = plan_for(d.path(), warden_policy::NetMode::None, &["true"]);

@@ -47,6 +47,7 @@ fn main() {
         credential: None,
         stdio: warden_session::StdioMode::Inherit,
         allow_nested_userns: false,
+        init_hook: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (mut run, mut spawned) = (Vec::with_capacity(runs), Vec::with_capacity(runs));

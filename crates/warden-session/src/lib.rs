@@ -84,6 +84,10 @@ pub struct SessionSpec {
     /// Let the command create nested user namespaces (`--allow-nested-userns`).
     #[serde(default)]
     pub allow_nested_userns: bool,
+    /// A command run first in the same sandbox (`warden codex`'s init hook); the command starts
+    /// only if it exits 0 (see `warden_sandbox::plan::LaunchPlan::init_hook`).
+    #[serde(default)]
+    pub init_hook: Option<Vec<String>>,
 }
 
 /// Where the model key comes from and where the credential proxy sends requests.

@@ -67,6 +67,12 @@ pub fn prepare(mut spec: SessionSpec) -> Result<Prepared, SessionError> {
     let (uid, gid) = warden_sandbox::current_ids();
     let opts = CompileOptions { allow_nested_userns: spec.allow_nested_userns, landlock_abi };
     let mut plan = plan::compile(policy, &spec.argv, env, uid, gid, &opts).map_err(SessionError::Plan)?;
+    if let Some(hook) = &spec.init_hook {
+        if hook.is_empty() || hook.iter().any(|a| a.contains('\0')) {
+            return Err(SessionError::Plan(plan::PlanError::Nul { what: "the init hook", value: hook.join(" ") }));
+        }
+        plan.init_hook = Some(hook.clone());
+    }
     if let Some(c) = &spec.credential {
         if !(plan.namespaces && plan.new_network) {
             return Err(SessionError::CredentialNeedsNetns);

@@ -69,6 +69,13 @@ impl Report {
                 "signaled"
             }
             Outcome::TimedOut => "timed-out",
+            Outcome::HookFailed { program, status } => {
+                exit.detail = Some(match status {
+                    CommandStatus::Exited(c) => format!("{program} exited with status {c}"),
+                    CommandStatus::Signaled(s) => format!("{program} was killed by signal {s}"),
+                });
+                "hook-failed"
+            }
             Outcome::SetupFailed { layer, detail } => {
                 exit.detail = Some(format!("{layer}: {detail}"));
                 "setup-failed"
@@ -376,6 +383,12 @@ impl Session {
                 f.insert("program".into(), json!(program));
                 f.insert("errno".into(), json!(errno.0));
             }
+            Outcome::HookFailed { program, status } => {
+                f.insert("hook".into(), json!(program));
+                if let CommandStatus::Signaled(sig) = status {
+                    f.insert("signal".into(), json!(sig));
+                }
+            }
             Outcome::Cancelled { reason } => {
                 f.insert("detail".into(), json!(reason));
             }
@@ -418,7 +431,7 @@ impl Session {
         );
         self.events.event(&SessionEvent::Fallback { layer: layer.clone(), detail: detail.clone() });
         let tmp = PrivateTmp::create().map_err(SessionError::PrivateTmp)?;
-        let plan = plan::compile_degraded(
+        let mut plan = plan::compile_degraded(
             policy,
             &prepared.plan.argv,
             prepared.plan.env.clone(),
@@ -428,6 +441,7 @@ impl Session {
             &tmp.0,
         )
         .map_err(SessionError::Plan)?;
+        plan.init_hook = prepared.plan.init_hook.clone();
         let mut supervision = Supervision {
             proxies: &mut self.proxies,
             events: &self.events,

@@ -43,6 +43,7 @@ fn spec(
         credential: None,
         stdio: StdioMode::Pipes,
         allow_nested_userns: false,
+        init_hook: None,
     }
 }
 
