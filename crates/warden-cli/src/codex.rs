@@ -217,6 +217,21 @@ fn prepare(mut a: CodexArgs) -> Result<Option<RunArgs>, String> {
             project.display()
         ));
     }
+    // warden's own config and state directories are masked inside: a home there would vanish.
+    let home_dir = env("HOME").map(PathBuf::from);
+    let warden_dirs = [
+        env("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("warden")),
+        env("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("warden")),
+        home_dir.as_ref().map(|h| h.join(".config/warden")),
+        home_dir.as_ref().map(|h| h.join(".local/state/warden")),
+    ];
+    if let Some(d) = warden_dirs.iter().flatten().find(|d| home.starts_with(d)) {
+        return Err(format!(
+            "the Codex home {} lies in warden's own directory {}, which is masked inside the sandbox; choose another with --codex-home",
+            home.display(),
+            d.display()
+        ));
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

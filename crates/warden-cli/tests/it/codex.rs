@@ -108,6 +108,11 @@ fn warden_codex_refuses_without_a_key_or_a_terminal() {
     let mut cmd = codex_cmd(&s, fake, &s.ws, &["--credential-env", "WARDEN_TEST_KEY", "--no-audit", "--codex-home"]);
     cmd.arg(&inside).args(["--", "exec", "x"]);
     warden_testkit::run_bounded(cmd, Duration::from_secs(30)).failure().stderr_has("inside the project");
+    let in_state = s.root.join("home/.local/state/warden/codex");
+    let mut cmd = codex_cmd(&s, fake, &s.ws, &["--credential-env", "WARDEN_TEST_KEY", "--no-audit", "--codex-home"]);
+    cmd.arg(&in_state).args(["--", "exec", "x"]);
+    warden_testkit::run_bounded(cmd, Duration::from_secs(30)).failure().stderr_has("warden's own directory");
+    assert!(!in_state.exists());
 }
 
 /// A ChatGPT `auth.json` of the shape Codex 0.169 accepts (docs/codex-network.md): unsigned
