@@ -6,12 +6,16 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use warden_policy::{EnvInherit, GitMode, NetMode, PolicyOptions, Profile};
 
+/// `warden --version`: the version, the git commit and its date (build.rs).
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("WARDEN_GIT_COMMIT"), " ", env!("WARDEN_COMMIT_DATE"), ")");
+
 /// Run AI coding agents, or any command, with least privilege.
 ///
 /// warden confines a command with Linux namespaces, a read-only root, masked secrets,
 /// Landlock, seccomp, dropped capabilities and rlimits, and explains every denial.
 #[derive(Debug, Parser)]
-#[command(name = "warden", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "warden", version = VERSION, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -101,6 +105,21 @@ pub enum Command {
     /// Verify, checkpoint, show or follow the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    ///
+    /// Examples:
+    ///   warden completions bash > ~/.local/share/bash-completion/completions/warden
+    ///   warden completions zsh > "${fpath[1]}/_warden"
+    ///   warden completions fish > ~/.config/fish/completions/warden.fish
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+    /// Print the man page warden(1), or write it and one page per command into a directory.
+    ///
+    /// Examples:
+    ///   warden man | man -l -
+    ///   warden man --out /usr/local/share/man/man1          # warden.1, warden-run.1, ...
+    #[command(verbatim_doc_comment)]
+    Man(ManArgs),
     /// The child side of warden-session's spawn path (not for people): runs the session a parent
     /// sends over the inherited control socket.
     #[command(name = "__session", hide = true)]
@@ -108,6 +127,22 @@ pub enum Command {
     /// Exits 0 (not for people): `warden doctor`'s probe command, present in any image warden is.
     #[command(name = "__true", hide = true)]
     True,
+}
+
+/// `warden completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
+}
+
+/// `warden man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write warden.1 and a page per command (warden-run.1, ...) into DIR instead
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `warden __session`.

@@ -10,6 +10,7 @@ mod audit;
 mod codex;
 mod config;
 mod credproxy;
+mod docs;
 mod doctor;
 mod egress;
 mod explain;
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
         args::Command::Credproxy(a) => credproxy::standalone(a),
         args::Command::Serve(a) => serve::serve(a),
         args::Command::Codex(a) => codex::codex(a),
+        args::Command::Completions(a) => docs::completions(&a),
+        args::Command::Man(a) => docs::man(&a),
         args::Command::Session(a) => session_child(&a),
         args::Command::True => 0,
     };

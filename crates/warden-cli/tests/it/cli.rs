@@ -150,3 +150,63 @@ fn doctor_probes_the_kernel_not_the_users_config() {
     crate::warden().env("XDG_CONFIG_HOME", &xdg).args(["run", "--", "true"]).run().code(125).stderr_has("bogus_key");
     crate::warden().env("XDG_CONFIG_HOME", &xdg).args(["doctor"]).run().success().stdout_has("ok   offline sandbox");
 }
+
+#[test]
+fn version_names_the_commit_and_its_date() {
+    let out = crate::warden().args(["--version"]).run();
+    out.success();
+    let line = out.stdout.trim();
+    // "warden X.Y.Z (<12 hex or unknown> <YYYY-MM-DD or unknown>)"
+    let rest = line.strip_prefix("warden ").unwrap_or_else(|| out.fail("no \"warden \" prefix"));
+    let (version, stamp) = rest.split_once(' ').unwrap_or_else(|| out.fail("no commit stamp"));
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let stamp = stamp.strip_prefix('(').and_then(|s| s.strip_suffix(')')).unwrap_or_else(|| out.fail("no (...)"));
+    let (commit, date) = stamp.split_once(' ').unwrap_or_else(|| out.fail("no date"));
+    assert!(commit == "unknown" || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())), "{line}");
+    let d: Vec<&str> = date.split('-').collect();
+    assert!(date == "unknown" || (d.len() == 3 && d.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))), "{line}");
+    crate::warden().args(["run", "--version"]).run().success().stdout_has(stamp);
+}
+
+#[test]
+fn completions_for_bash_zsh_and_fish_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = crate::warden().args(["completions", shell]).run();
+        out.success();
+        for sub in ["run", "codex", "serve", "egress", "credproxy", "audit", "doctor", "explain", "man"] {
+            out.stdout_has(sub);
+        }
+        assert!(!out.stdout.contains("__session"), "a hidden command in the {shell} completions");
+    }
+    // The bash script parses.
+    let s = Scratch::temp();
+    let script = s.root.join("warden.bash");
+    std::fs::write(&script, crate::warden().args(["completions", "bash"]).run().stdout).expect("write");
+    let mut bash = std::process::Command::new("bash");
+    bash.arg("-n").arg(&script);
+    warden_testkit::run_bounded(bash, std::time::Duration::from_secs(20)).success();
+    crate::warden().args(["completions", "tcsh"]).run().failure().stderr_has("bash").stderr_has("fish");
+}
+
+#[test]
+fn man_pages_render_for_warden_and_each_command() {
+    let out = crate::warden().args(["man"]).run();
+    out.success().stdout_has(".TH warden 1").stdout_has("least privilege");
+    let s = Scratch::temp();
+    let dir = s.root.join("man1");
+    crate::warden().args(["man", "--out"]).args([&dir]).run().success().stdout_has("warden-codex.1");
+    for page in ["warden", "warden-run", "warden-codex", "warden-serve", "warden-audit-verify"] {
+        let text = read(&dir.join(format!("{page}.1")));
+        assert!(text.starts_with(".ie") || text.starts_with(".TH"), "{page}: {text:.80}");
+        assert!(text.contains(&format!(".TH {page} 1")), "{page}");
+    }
+    assert!(!dir.join("warden-__session.1").exists() && !dir.join("warden-help.1").exists());
+    // groff renders them without a warning.
+    if std::path::Path::new("/usr/bin/groff").exists() {
+        let mut groff = std::process::Command::new("/usr/bin/groff");
+        groff.args(["-man", "-Tutf8", "-ww", "-z"]).arg(dir.join("warden-run.1"));
+        let out = warden_testkit::run_bounded(groff, std::time::Duration::from_secs(20));
+        out.success();
+        assert!(out.stderr.is_empty(), "groff warnings: {}", out.stderr);
+    }
+}
