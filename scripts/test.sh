@@ -110,6 +110,15 @@ fi
 # tests just built and run with podman (about 20 s; up to 50 s more when its venv is first made).
 WARDEN_BIN=target/x86_64-unknown-linux-gnu/debug/warden scripts/check-deploy.sh
 
+# Distribution (docs/install.md), root pass only: one reproducible-mode release build
+# (scripts/release.sh --once: the static binary, the npm and .deb packages, the SBOM, SHA256SUMS),
+# then the packages installed into a fresh npm prefix and a throwaway dpkg root and run.
+log "release: scripts/release.sh --once and scripts/check-packages.sh"
+dist=$(mktemp -d /var/tmp/warden-dist.XXXXXX)
+scripts/release.sh --once "$dist"
+scripts/check-packages.sh "$dist"
+rm -rf "$dist"
+
 # A bounded fuzz run of the egress proxy's parsers of untrusted input (crates/warden-egress/fuzz).
 # cargo-fuzz needs unstable compiler flags (sanitizer coverage); the machine has only the stable
 # toolchain, so RUSTC_BOOTSTRAP=1 unlocks them for this build alone (the product is never built
