@@ -19,6 +19,8 @@ install_packages() {
   command -v jq >/dev/null || need+=(jq)
   # The TUI test of warden codex: tmux answers the terminal queries Codex's TUI waits for.
   [ -x /usr/bin/tmux ] || need+=(tmux)
+  # The Codex CLI and the npm packages of warden come from npm (with its Node).
+  command -v npm >/dev/null || need+=(npm)
   [ -x /usr/bin/python3 ] || need+=(python3)
   # The container tests: a FROM scratch image with warden and a static busybox, run by podman.
   command -v podman >/dev/null || need+=(podman)
