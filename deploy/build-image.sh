@@ -44,7 +44,7 @@ fi
 # A FROM scratch image has no loader: both binaries must be static (no PT_INTERP).
 require_static() {
   [ -x "$1" ] || { echo "build-image.sh: $1 is not an executable file" >&2; exit 1; }
-  if readelf -lW "$1" | grep -q 'Requesting program interpreter'; then
+  if readelf -lW "$1" | grep 'Requesting program interpreter' >/dev/null; then
     echo "build-image.sh: $1 is dynamically linked; an image FROM scratch needs a static binary" >&2
     echo "  (warden is static-pie through .cargo/config.toml: build it with cargo from this checkout)" >&2
     exit 1

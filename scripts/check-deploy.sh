@@ -62,7 +62,7 @@ if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
 fi
 py=$(venv_python)
-"$py" -m kubernetes_validate --version | grep -qxF "$KUBERNETES_VALIDATE" || die "the venv's kubernetes-validate is not $KUBERNETES_VALIDATE"
+"$py" -m kubernetes_validate --version | grep -xF "$KUBERNETES_VALIDATE" >/dev/null || die "the venv's kubernetes-validate is not $KUBERNETES_VALIDATE"
 
 # Every manifest is either in the kustomization or the example Secrets.
 for f in deploy/kubernetes/*.yaml; do
@@ -184,7 +184,7 @@ echo "built $IMAGE in $((SECONDS - t0)) s ($(podman image inspect --format '{{.S
 config=$(podman image inspect --format '{{.Config.User}} {{.Config.Entrypoint}} {{.Config.Cmd}} {{range $p, $_ := .Config.ExposedPorts}}{{$p}}{{end}}' "$IMAGE")
 [ "$config" = "65534:65534 [/warden serve] [--listen 0.0.0.0:11435 --audit-log -] 11435/tcp" ] \
   || die "image config is '$config'"
-podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE" | grep -qx 'CODEX_BIN=/usr/local/bin/codex' \
+podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE" | grep -x 'CODEX_BIN=/usr/local/bin/codex' >/dev/null \
   || die "the image does not set CODEX_BIN=/usr/local/bin/codex"
 version=$(podman_run --entrypoint /warden "$IMAGE" --version)
 [ "$version" = "$("$WARDEN_BIN" --version)" ] || die "the image's warden says '$version'"

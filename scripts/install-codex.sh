@@ -6,7 +6,7 @@ set -euo pipefail
 version=0.169.0
 dir=${1:-/opt/codex-$version}
 bin="$dir/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
-if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -qF "$version"; then
+if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -F "$version" >/dev/null; then
   command -v npm >/dev/null || { echo "install-codex.sh: npm is missing (apt-get install -y npm)" >&2; exit 1; }
   mkdir -p "$dir"
   echo "install-codex.sh: npm install @openai/codex@$version into $dir" >&2

@@ -314,7 +314,7 @@ normalise "$root"
 deb=$outdir/deb/warden_${deb_version}_${deb_arch}.deb
 deb_opts=(--root-owner-group -Zxz)
 # Several xz threads give another (equally valid) stream than one: pin it where dpkg-deb can.
-if dpkg-deb --help 2>/dev/null | grep -q -- --threads-max; then
+if dpkg-deb --help 2>/dev/null | grep -- --threads-max >/dev/null; then
   deb_opts+=(--threads-max=1)
 fi
 dpkg-deb "${deb_opts[@]}" --build "$root" "$deb" >/dev/null || die "dpkg-deb --build failed"

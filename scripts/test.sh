@@ -25,7 +25,7 @@ install_packages() {
   # The container tests: a FROM scratch image with warden and a static busybox, run by podman.
   command -v podman >/dev/null || need+=(podman)
   [ -x /usr/sbin/runc ] || need+=(runc)
-  ldd /usr/bin/busybox 2>&1 | grep -q 'not a dynamic executable' || need+=(busybox-static)
+  ldd /usr/bin/busybox 2>&1 | grep 'not a dynamic executable' >/dev/null || need+=(busybox-static)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       log "installing ${need[*]}"
