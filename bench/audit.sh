@@ -15,6 +15,7 @@ mkdir -p "$dir"
 trap 'rm -rf "$dir"' EXIT
 
 # records per writer: enough for a few seconds per cell
+summary=()
 declare -A per_writer=([never]=300000 [batch]=300000 [always]=3000)
 
 printf '| fsync | writers | records | records/s |\n| --- | ---: | ---: | ---: |\n'
@@ -26,5 +27,7 @@ for mode in never batch always; do
     rm -f "$log"*
     rate=$("$bin" --fsync "$mode" --writers "$writers" --records "$n" --path "$log")
     printf '| %s | %d | %d | %s |\n' "$mode" "$writers" "$((n * writers))" "$rate"
+    summary+=("summary"$'\t'"audit appends/s, fsync=$mode, $writers writer(s)"$'\t'"$rate"$'\t')
   done
 done
+printf '%s\n' "${summary[@]}"

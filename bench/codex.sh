@@ -30,3 +30,5 @@ hyperfine -N --warmup 5 --runs "$runs" --export-json "$base/r.json" \
 jq -r '.results as $r | ($r[0].median) as $b | $r[] |
   "\(.command)\tmedian \(.median*1000*100|round/100) ms\t(+\((.median-$b)*1000*100|round/100) ms, \(.median/$b*100|round/100)x bare)"' \
   "$base/r.json" | column -t -s $'\t'
+jq -r '.results as $r | ($r[0].median) as $b | $r[] | select(.command == "warden codex")
+  | "summary\twarden codex -- --version vs codex --version\t+\((.median - $b) * 1000 | . * 100 | round / 100) ms\t"' "$base/r.json"

@@ -12,12 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
-need=()
-command -v hyperfine >/dev/null || need+=(hyperfine)
-command -v jq >/dev/null || need+=(jq)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+bench_need hyperfine:hyperfine jq:jq
 cargo build --release --locked -q -p warden-cli
 warden=$PWD/target/x86_64-unknown-linux-gnu/release/warden
 work=$(mktemp -d /var/tmp/warden-bench-repos.XXXXXX)
@@ -50,3 +46,6 @@ echo
 echo "median ms, and ratio to the empty workdir's:"
 jq -r '.results as $r | ($r[0].median) as $b | $r[] | "\(.command)\t\(.median * 1000 | . * 100 | round / 100) ms\t\(.median / $b | . * 100 | round / 100)x"' \
   "$work/repos.json" | column -t -s $'\t'
+jq -r '.results as $r | ($r[0].median) as $b | $r[1]
+  | "summary\tstart-up in a 50k-file tree (cached listings) vs an empty workdir\t\(.median / $b | . * 100 | round / 100)x\t<= 1.5x"' \
+  "$work/repos.json"

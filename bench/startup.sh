@@ -14,13 +14,8 @@ cd "$(dirname "$0")/.."
 runs=${1:-300}
 bench_dir=${WARDEN_BENCH_DIR:-/var/tmp/warden-bench}
 
-need=()
-command -v hyperfine >/dev/null || need+=(hyperfine)
-command -v bwrap >/dev/null || need+=(bubblewrap)
-command -v jq >/dev/null || need+=(jq)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+bench_need hyperfine:hyperfine bwrap:bubblewrap jq:jq
 mkdir -p "$bench_dir"
 codex_bin=$(scripts/install-codex.sh)
 mkdir -p "$bench_dir/pathbin" "$bench_dir/codex-home"
@@ -43,6 +38,8 @@ export PATH="$bench_dir/pathbin:$PATH" CODEX_HOME="$bench_dir/codex-home"
 par8_warden="for i in 1 2 3 4 5 6 7 8; do $warden run -- true 2>/dev/null & done; wait"
 export XDG_STATE_HOME="$work/state"   # the audit log of these runs goes to the temp dir
 par8_bwrap="for i in 1 2 3 4 5 6 7 8; do bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp true & done; wait"
+par32_warden="for i in \$(seq 32); do $warden run -- true 2>/dev/null & done; wait"
+par32_bwrap="for i in \$(seq 32); do bwrap --unshare-all --die-with-parent --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp true & done; wait"
 
 echo "machine: $(nproc) cores, $(uname -r), $(id -un); $(date -u +%Y-%m-%dT%H:%MZ)"
 hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/startup.json" \
@@ -55,7 +52,9 @@ hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/startup.json" \
   -n 'codex sandbox' 'codex sandbox -- true' 2> >(grep -v '^warden: warning' >&2)
 hyperfine --warmup 5 --runs "$(( runs / 5 ))" --export-json "$work/parallel.json" \
   -n 'warden x8 parallel' "$par8_warden" \
-  -n 'bwrap x8 parallel' "$par8_bwrap"
+  -n 'bwrap x8 parallel' "$par8_bwrap" \
+  -n 'warden x32 parallel' "$par32_warden" \
+  -n 'bwrap x32 parallel' "$par32_bwrap"
 
 echo
 echo "median ms, and ratio to bwrap's median:"
@@ -64,6 +63,14 @@ jq -s -r '
   | ($r[] | select(.command == "bwrap") | .median) as $b
   | $r[] | "\(.command)\t\(.median * 1000 | . * 100 | round / 100) ms\t\(.median / $b | . * 100 | round / 100)x"' \
   "$work/startup.json" "$work/parallel.json" | column -t -s $'\t'
+# For bench/all.sh: each warden row against its bwrap row.
+jq -s -r '
+  (.[0].results + .[1].results) as $r
+  | def med(n): ($r[] | select(.command == n) | .median);
+  ["warden offline", "bwrap", "<= 1.0x"], ["warden workspace-write", "bwrap", ""],
+  ["warden x8 parallel", "bwrap x8 parallel", ""], ["warden x32 parallel", "bwrap x32 parallel", ""]
+  | "summary\t\(.[0]) (audit log on) vs \(.[1])\t\(med(.[0]) / med(.[1]) | . * 100 | round / 100)x (\(med(.[0]) * 1000 | . * 100 | round / 100) ms)\t\(.[2])"' \
+  "$work/startup.json" "$work/parallel.json"
 
 echo
 echo "spawn path (warden_session::spawn .. wait) next to warden run, alternating in one process:"

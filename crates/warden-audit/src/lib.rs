@@ -16,18 +16,22 @@
 //!   pruned head from a deleted one ("head missing");
 //! - the `log.*` events are the log's own: [`AuditLog::append`] refuses them, so every `log.pruned`
 //!   record in a keyed log was written by rotation;
-//! - with `fsync = always`, a record whose [`AuditLog::append`] returned `Ok` is on disk.
+//! - with `fsync = always`, a record whose [`AuditLog::append`] returned `Ok` is on disk; with
+//!   `batch`, records are synced at most 100 ms apart while a writer appends, and the writeback of
+//!   its last ones starts (without waiting) when it ends.
 //!
 //! What it trusts: that every writer of the file is an [`AuditLog`] (honours the lock), and the
 //! file system to implement `flock`, `O_APPEND` and `rename` as POSIX says. What it cannot detect
 //! from the files alone: records removed from the end of the newest file (or the newest files
 //! deleted); a [`checkpoint`] taken earlier and kept elsewhere covers that.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod record;
 mod stream;
+#[allow(unsafe_code)]
+mod sys;
 mod time;
 mod writer;
 
@@ -55,7 +59,10 @@ pub const MAX_RECORD_BYTES: usize = record::MAX_RECORD_BYTES;
 pub enum Fsync {
     /// After every record, before the lock is released: a record that was reported written is on disk.
     Always,
-    /// At most every 100 ms per writer, and on [`AuditLog::flush`] and drop.
+    /// At most every 100 ms per writer while it appends, and on [`AuditLog::flush`]. When the
+    /// writer ends ([`AuditLog::start_writeback`], drop), the writeback of what is pending is
+    /// started and not waited for, so that ending a run does not wait for the disk; a crash in
+    /// the moments after can lose those last records.
     #[default]
     Batch,
     /// Never; the kernel writes back when it likes.

@@ -23,7 +23,7 @@ use crate::record::{
     PRUNED_THROUGH_SEQ, RESERVED, ZERO_HASH,
 };
 use crate::redact::{redact_str, redact_value, unique_key};
-use crate::{time, AuditConfig, AuditError, Fsync};
+use crate::{sys, time, AuditConfig, AuditError, Fsync};
 
 /// Batch mode syncs at most this often per writer.
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -274,6 +274,20 @@ impl AuditLog {
             self.file.sync_data().map_err(|source| AuditError::Sync { path: self.path.clone(), source })?;
             self.pending = false;
             self.last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Ends a batch without waiting for the disk: in `batch` mode, starts the writeback of pending
+    /// records (`sync_file_range`, see [`Fsync::Batch`]) where `flush` would wait for it; where
+    /// the file system cannot start one, syncs as `flush` does. Nothing to do in the other modes
+    /// (`always` has nothing pending, `never` leaves it to the kernel).
+    pub fn start_writeback(&mut self) -> Result<(), AuditError> {
+        if self.pending {
+            if sys::start_writeback(&self.file).is_err() {
+                return self.flush();
+            }
+            self.pending = false;
         }
         Ok(())
     }
@@ -557,7 +571,7 @@ fn ignore_not_found(e: io::Error) -> io::Result<()> {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        let _ = self.flush();
+        let _ = self.start_writeback();
     }
 }
 
@@ -869,6 +883,23 @@ mod tests {
         let mut log = AuditLog::open(cfg(&path)).expect("open");
         assert_eq!(log.append("e", Map::new()).expect("append"), 3);
         drop(log);
+        verify_files(&log_files(&path), None).expect("verifies");
+    }
+
+    #[test]
+    fn batch_mode_starts_the_writeback_at_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(AuditConfig { fsync: Fsync::Batch, ..AuditConfig::new(&path) }).expect("open");
+        log.append("e", Map::new()).expect("append");
+        assert!(log.pending);
+        log.start_writeback().expect("start writeback");
+        assert!(!log.pending);
+        log.append("f", Map::new()).expect("append");
+        assert!(log.pending, "a record after the writeback is pending again");
+        drop(log);
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2);
         verify_files(&log_files(&path), None).expect("verifies");
     }
 

@@ -18,7 +18,7 @@ pub use crate::config::ConfigWarning;
 use crate::config::{CodexConfig, ConfigPath, NetworkRules, WardenConfig};
 use crate::env::EnvPolicy;
 use crate::error::{Location, PolicyError};
-use crate::paths::{absolutize, default_masks, is_within, mask_variants, normalize, system_homes};
+use crate::paths::{absolutize, is_within, normalize, system_homes, Canonicalizer};
 use crate::policy::{
     check_limit, AuditSettings, BindAt, Limits, Policy, RepoScan, DEFAULT_AUDIT_KEEP, DEFAULT_AUDIT_MAX_BYTES,
     DEFAULT_PROTECTED_NAMES,
@@ -342,6 +342,7 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
 
     // Masks.
     let mut explicit_masks = Vec::new();
+    let mut canon = Canonicalizer::default();
     // A credential file warden reads the model key from is hidden like a --deny-read path.
     let flagged = opts.deny_read.iter().map(|p| ("--deny-read", p));
     for (flag, p) in flagged.chain(opts.credential_file.iter().map(|p| ("--credential-file", p))) {
@@ -351,11 +352,11 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
             path: p.clone(),
             source,
         })?;
-        explicit_masks.extend(mask_variants(&abs));
+        explicit_masks.extend(canon.mask_variants(&abs));
     }
     if let Some(w) = &warden {
         for cp in &w.deny_read {
-            explicit_masks.extend(mask_variants(&cp.path));
+            explicit_masks.extend(canon.mask_variants(&cp.path));
         }
     }
     let mut deny_read = if profile.masks_secrets() {
@@ -367,8 +368,12 @@ pub fn resolve(opts: &PolicyOptions, host: &HostContext) -> Result<Resolved, Pol
             .map(|d| d.join("warden"))
             .collect();
         extra.extend(config_path.iter().cloned());
-        extra.extend(explicit_masks);
-        default_masks(&homes, &extra)
+        // The explicit masks are expanded already (expanding twice gives the same paths).
+        let mut m = canon.default_masks(&homes, &extra);
+        m.extend(explicit_masks);
+        m.sort();
+        m.dedup();
+        m
     } else {
         let mut m = explicit_masks;
         m.sort();

@@ -170,8 +170,20 @@ impl Recorder {
 
     /// Syncs pending records (batch mode) now.
     pub fn flush(&self) {
+        self.sync_with(AuditLog::flush);
+    }
+
+    /// Ends the batch of a session that is over: starts the writeback of pending records without
+    /// waiting for the disk (see `warden_audit::Fsync::Batch`), so that a run's end is not
+    /// delayed by it.
+    pub fn start_writeback(&self) {
+        self.sync_with(AuditLog::start_writeback);
+    }
+
+    /// Runs `sync` on the log file, if records go to one; a failure becomes an `AuditFailed` event.
+    fn sync_with(&self, sync: fn(&mut AuditLog) -> Result<(), warden_audit::AuditError>) {
         let result = match self.lock().as_mut() {
-            Some(Sink::File(log)) => Some(log.flush()),
+            Some(Sink::File(log)) => Some(sync(log)),
             _ => None,
         };
         if let Some(Err(e)) = result {

@@ -399,7 +399,9 @@ impl Session {
             f.insert("records_dropped".into(), json!(dropped));
         }
         self.recorder.record("run.exit", f);
-        self.recorder.flush();
+        // The fdatasync this used to wait for cost 0.6 ms idle and up to 18 ms with other writes
+        // on the disk (`perf trace`), on every run's exit path.
+        self.recorder.start_writeback();
         self.events.event(&SessionEvent::Exited(exit));
     }
 
