@@ -121,10 +121,11 @@ impl Control {
 /// [`CONTROL_FD`] and every other descriptor above 2 closed. At `deadline` (`--timeout`, the
 /// same instant as the parent's) it kills the whole sandbox itself and reports
 /// [`Message::TimedOut`]. Never returns.
-pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan, deadline: Option<Instant>) -> ! {
+pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan, deadline: Option<Instant>, self_maps: bool) -> ! {
     let Some(fd) = sys::take_fd(&me, CONTROL_FD) else { sys::exit_now(SETUP_FAILED) };
     let control = Control(fd);
-    let code = match pid1(&me, plan, &control, deadline) {
+    let started = if self_maps { write_own_id_maps(plan) } else { Ok(()) };
+    let code = match started.and_then(|()| pid1(&me, plan, &control, deadline)) {
         Ok(code) => code,
         Err(e) => {
             control.report(&e);
@@ -132,6 +133,19 @@ pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan, deadline: Option<Insta
         }
     };
     sys::exit_now(code)
+}
+
+/// The id maps of our new user namespace, written by ourselves: the same uid and gid inside as
+/// outside (a process may map its own ids; `setgroups` must be denied before the gid map).
+fn write_own_id_maps(plan: &LaunchPlan) -> Result<(), SetupError> {
+    let write = |file: &str, data: String| {
+        let path = format!("/proc/self/{file}");
+        std::fs::write(&path, data)
+            .map_err(|e| SetupError { layer: "user namespace", detail: format!("cannot write {path}: {e}") })
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{0} {0} 1\n", plan.uid))?;
+    write("gid_map", format!("{0} {0} 1\n", plan.gid))
 }
 
 /// PID 1 of the sandbox (or, without namespaces, a subreaper).

@@ -1131,6 +1131,13 @@ pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> SysResult<(usize, Option<Own
     Ok((n as usize, fd))
 }
 
+/// Whether every writer of the pipe `read_end` is gone (`POLLHUP` now, without waiting); a
+/// failed poll counts as gone.
+pub fn peer_closed(read_end: &OwnedFd) -> bool {
+    let mut fds = [libc::pollfd { fd: read_end.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    poll(&mut fds, 0).is_err() || fds[0].revents & libc::POLLHUP != 0
+}
+
 /// `poll(2)` over `fds`; `EINTR` counts as nothing ready.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> SysResult<()> {
     // SAFETY: `fds` is a valid array of `len` pollfd structures.
