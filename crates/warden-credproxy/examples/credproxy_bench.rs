@@ -380,6 +380,8 @@ struct Row {
     /// The proxy process's CPU time per TTFB request (µs) and per 100 MB streamed (ms).
     cpu_req_us: f64,
     cpu_100mb_ms: f64,
+    /// The proxy process's CPU time per paced SSE event (µs).
+    cpu_event_us: f64,
 }
 
 struct Opts {
@@ -409,7 +411,7 @@ fn run(o: Opts) {
     for &name in &names {
         if name == "direct" {
             ports.push((sse_port, bytes_port, ev_port));
-            pids.push((0, 0));
+            pids.push((0, 0, 0));
             continue;
         }
         let codex = if name == "codex" { o.codex.as_deref() } else { None };
@@ -419,9 +421,9 @@ fn run(o: Opts) {
             _procs.push(k);
             (port, pid)
         };
-        let ((a, apid), (b, bpid), (c, _)) = (p(sse_port, "sse"), p(bytes_port, "bytes"), p(ev_port, "ev"));
+        let ((a, apid), (b, bpid), (c, cpid)) = (p(sse_port, "sse"), p(bytes_port, "bytes"), p(ev_port, "ev"));
         ports.push((a, b, c));
-        pids.push((apid, bpid));
+        pids.push((apid, bpid, cpid));
     }
     let want = |what: &str| o.only.as_deref().is_none_or(|only| only.split(',').any(|w| w == what));
     // rows[round][target]: the targets alternate within each round, so load drifts hit all alike.
@@ -429,7 +431,7 @@ fn run(o: Opts) {
     for round in 0..o.rounds {
         eprintln!("round {} of {} ...", round + 1, o.rounds);
         let mut r = Vec::new();
-        for (&(sse, bytes, ev), &(sse_pid, bytes_pid)) in ports.iter().zip(&pids) {
+        for (&(sse, bytes, ev), &(sse_pid, bytes_pid, _)) in ports.iter().zip(&pids) {
             let row = rt.block_on(async {
                 let mut row = Row::default();
                 if want("ttfb") {
@@ -458,7 +460,8 @@ fn run(o: Opts) {
             // Each proxy beside direct: two streams at once, same upstream, same schedule.
             let direct_ev = ports[0].2;
             for t in 1..ports.len() {
-                let ev = ports[t].2;
+                let (ev, ev_pid) = (ports[t].2, pids[t].2);
+                let c0 = cpu_ns(ev_pid);
                 let (d, p) = rt.block_on(async {
                     let start = now_ns() + 50_000_000;
                     let d = tokio::spawn(sse_latencies(direct_ev, o.events, o.pace_us, start));
@@ -468,6 +471,7 @@ fn run(o: Opts) {
                 let q = |mut v: Vec<f64>| (pctf(&mut v, 0.5), pctf(&mut v, 0.99));
                 r[t].sse = q(p);
                 r[t].sse_direct = q(d);
+                r[t].cpu_event_us = (cpu_ns(ev_pid) - c0) as f64 / 1e3 / o.events as f64;
                 if t == 1 {
                     r[0].sse = r[1].sse_direct;
                 }
@@ -486,14 +490,14 @@ fn run(o: Opts) {
     };
     println!("medians of {} rounds (targets alternating in each round):", o.rounds);
     println!(
-        "| target | TTFB p50 c1 (ms) | TTFB p99 c1 (ms) | TTFB p50 c64 (ms) | TTFB p99 c64 (ms) | {mb} MB c1 (MB/s) | {mb} MB x64 (MB/s) | SSE event p50 (µs) | SSE event p99 (µs) | {ev} events back to back (ms) | proxy CPU per request (µs) | proxy CPU per 100 MB (ms) |",
+        "| target | TTFB p50 c1 (ms) | TTFB p99 c1 (ms) | TTFB p50 c64 (ms) | TTFB p99 c64 (ms) | {mb} MB c1 (MB/s) | {mb} MB x64 (MB/s) | SSE event p50 (µs) | SSE event p99 (µs) | {ev} events back to back (ms) | proxy CPU per request (µs) | proxy CPU per 100 MB (ms) | proxy CPU per SSE event (µs) |",
         mb = o.mb,
         ev = o.events
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (t, name) in names.iter().enumerate() {
         println!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
             med(t, &|r| r.t1.0),
             med(t, &|r| r.t1.1),
             med(t, &|r| r.t64.0),
@@ -505,6 +509,7 @@ fn run(o: Opts) {
             med(t, &|r| r.burst_ms),
             med(t, &|r| r.cpu_req_us),
             med(t, &|r| r.cpu_100mb_ms),
+            med(t, &|r| r.cpu_event_us),
         );
     }
     for (t, name) in names.iter().enumerate().skip(1) {
