@@ -380,6 +380,9 @@ struct Row {
     /// The proxy process's CPU time per TTFB request (µs) and per 100 MB streamed (ms).
     cpu_req_us: f64,
     cpu_100mb_ms: f64,
+    /// The upstream's and this driver's CPU time per 100 MB streamed (ms).
+    up_100mb_ms: f64,
+    driver_100mb_ms: f64,
     /// The proxy process's CPU time per paced SSE event (µs).
     cpu_event_us: f64,
 }
@@ -397,7 +400,8 @@ struct Opts {
 fn run(o: Opts) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_sse_up, sse_port) = spawn_upstream(None);
-    let (_bytes_up, bytes_port) = spawn_upstream(Some(o.mb * 1_000_000));
+    let (bytes_up, bytes_port) = spawn_upstream(Some(o.mb * 1_000_000));
+    let bytes_up_pid = bytes_up.0.id();
     let (_ev_up, ev_port) = spawn_child(&["sse-upstream"]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let mut names: Vec<&'static str> = vec!["direct", "warden"];
@@ -442,11 +446,14 @@ fn run(o: Opts) {
                     row.cpu_req_us = (cpu_ns(sse_pid) - c0) as f64 / 1e3 / n as f64;
                 }
                 if want("mb") {
-                    let c0 = cpu_ns(bytes_pid);
+                    let (c0, u0, d0) = (cpu_ns(bytes_pid), cpu_ns(bytes_up_pid), cpu_ns(std::process::id()));
                     row.mb1 = throughput(bytes, 1).await;
                     row.mb64 = throughput(bytes, 64).await;
                     // Warm-up downloads included: 2 + 1 + 64 bodies.
-                    row.cpu_100mb_ms = (cpu_ns(bytes_pid) - c0) as f64 / 1e6 / (67.0 * o.mb as f64 / 100.0);
+                    let per = |ns: u64| ns as f64 / 1e6 / (67.0 * o.mb as f64 / 100.0);
+                    row.cpu_100mb_ms = per(cpu_ns(bytes_pid) - c0);
+                    row.up_100mb_ms = per(cpu_ns(bytes_up_pid) - u0);
+                    row.driver_100mb_ms = per(cpu_ns(std::process::id()) - d0);
                 }
                 if want("sse") {
                     let _ = sse_latencies(ev, 200, 0, 0).await;
@@ -511,6 +518,16 @@ fn run(o: Opts) {
             med(t, &|r| r.cpu_100mb_ms),
             med(t, &|r| r.cpu_event_us),
         );
+    }
+    if want("mb") {
+        for (t, name) in names.iter().enumerate() {
+            println!(
+                "{name}: CPU per 100 MB streamed: upstream {:.1} ms, driver {:.1} ms, proxy {:.1} ms",
+                med(t, &|r| r.up_100mb_ms),
+                med(t, &|r| r.driver_100mb_ms),
+                med(t, &|r| r.cpu_100mb_ms)
+            );
+        }
     }
     for (t, name) in names.iter().enumerate().skip(1) {
         println!(
