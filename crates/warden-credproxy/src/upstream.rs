@@ -68,7 +68,7 @@ struct Idle<B: Body + 'static> {
     since: Instant,
 }
 
-/// The idle connections, newest last.
+/// The idle connections, oldest first.
 pub(crate) struct Pool<B: Body + 'static> {
     idle: Mutex<Vec<Idle<B>>>,
     max_idle: usize,
@@ -94,10 +94,13 @@ where
     }
 
     fn put(&self, conn: Conn<B>) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|i| i.since.elapsed() < self.idle_for);
+        // Oldest first (`take` pops the newest), so the expired ones are a prefix.
+        let expired = idle.iter().take_while(|i| now.duration_since(i.since) >= self.idle_for).count();
+        idle.drain(..expired);
         if idle.len() < self.max_idle {
-            idle.push(Idle { conn, since: Instant::now() });
+            idle.push(Idle { conn, since: now });
         }
     }
 }
