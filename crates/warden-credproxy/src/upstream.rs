@@ -8,8 +8,9 @@
 //! together.
 //!
 //! What it guarantees: a connection is kept for reuse only when its response body ended cleanly and
-//! hyper says it takes another request; an idle connection is kept at most `idle_for`, at most
-//! `max_idle` of them, and one the upstream closed is dropped at checkout; a request is retried (once,
+//! hyper says it takes another request; an idle connection is reused only within `idle_for`, at most
+//! `max_idle` are kept, and one the upstream closed is dropped at checkout (there is no timer: expired
+//! or closed idle connections are closed at the next checkout or release); a request is retried (once,
 //! on a fresh connection) only when hyper hands it back unsent, which a reused connection the upstream
 //! had closed does. Dropping a body drops its connection (closing it). Requests are sent in origin
 //! form; the caller sets `Host` and every other header.
