@@ -9,7 +9,9 @@
 //!   the upstream; the auth header is set to `Bearer <key>` (or the bare key with [`AuthScheme::None`]);
 //! - the request goes to the configured upstream URL (its path, not the client's);
 //! - the response status and headers are mirrored minus hop-by-hop headers, and both bodies stream
-//!   frame by frame without buffering (SSE events reach the client as the upstream sends them);
+//!   frame by frame without buffering (SSE events reach the client as the upstream sends them; the
+//!   upstream connection is driven by the task serving the client, so what arrives together is
+//!   written on together);
 //! - request bodies over [`CredConfig::max_body_bytes`] get `413`; an unreachable upstream `502`, a
 //!   silent one `504`, both with a JSON error body;
 //! - every request is reported to a [`RequestSink`] (method, path, status, byte counts, duration:
@@ -33,6 +35,7 @@ mod resolve;
 mod secret;
 #[allow(unsafe_code)]
 mod sys;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -9,12 +9,11 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::resolve::HickoryResolve;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use crate::upstream::{Driven, Upstream, UpstreamError};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -26,7 +25,7 @@ use crate::secret::header_value;
 use crate::{AuthScheme, CredConfig, CredError, LockedSecret, RequestRecord, RequestSink};
 
 type ReqBody = Tap<Incoming>;
-type RespBody = Either<Full<Bytes>, Tap<Incoming>>;
+type RespBody = Either<Full<Bytes>, Tap<Driven<ReqBody>>>;
 
 /// Longest request head accepted from a client.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -60,7 +59,7 @@ struct Inner {
     host: HeaderValue,
     /// Per route (same order as `cfg.routes`): the upstream URI and its text (for dumps).
     targets: Vec<(http::Uri, String)>,
-    client: Client<HttpsConnector<HttpConnector<HickoryResolve>>, ReqBody>,
+    upstream: Upstream<ReqBody>,
     sink: Arc<dyn RequestSink>,
     dumper: Option<Dumper>,
     shutdown: watch::Sender<bool>,
@@ -117,10 +116,6 @@ impl CredProxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE.min(cfg.idle_timeout))
-            .build(https);
         let targets = upstream_targets(&cfg).map_err(bad)?;
         let dumper = cfg.dump_dir.clone().map(|d| Dumper::new(d, cfg.auth_header.clone()));
         let (shutdown, _) = watch::channel(false);
@@ -128,9 +123,21 @@ impl CredProxy {
             return Err(CredError::Limit { what: "max_connections", why: "must be at least 1" });
         }
         let slots = Arc::new(Semaphore::new(cfg.max_connections.min(Semaphore::MAX_PERMITS)));
+        let upstream = Upstream::new(https, cfg.upstream.clone(), cfg.max_connections, POOL_IDLE.min(cfg.idle_timeout));
         let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
         Ok(CredProxy {
-            inner: Arc::new(Inner { targets, host, auth_value, client, sink, dumper, shutdown, slots, overflow, cfg }),
+            inner: Arc::new(Inner {
+                targets,
+                host,
+                auth_value,
+                upstream,
+                sink,
+                dumper,
+                shutdown,
+                slots,
+                overflow,
+                cfg,
+            }),
         })
     }
 
@@ -388,7 +395,8 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>, shutdown_asked: &Atom
         .unwrap_or_else(|_| HeaderValue::from_static(""));
     auth.set_sensitive(true);
     parts.headers.insert(inner.cfg.auth_header.clone(), auth);
-    parts.uri = target.clone();
+    // Origin form (`/v1/responses?..`): the connection is to the upstream's authority already.
+    parts.uri = target.path_and_query().cloned().map(http::Uri::from).unwrap_or_else(|| http::Uri::from_static("/"));
     parts.version = http::Version::HTTP_11;
 
     let over_cap = Arc::new(AtomicBool::new(false));
@@ -403,7 +411,7 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>, shutdown_asked: &Atom
     }
     let upstream_req = Request::from_parts(parts, req_body);
 
-    let resp = match tokio::time::timeout(inner.cfg.idle_timeout, inner.client.request(upstream_req)).await {
+    let resp = match tokio::time::timeout(inner.cfg.idle_timeout, inner.upstream.request(upstream_req)).await {
         Err(_) => {
             let msg = format!(
                 "the upstream {} did not answer within {} s",
@@ -458,7 +466,7 @@ fn too_large(cap: u64) -> Response<RespBody> {
 }
 
 /// Whether a connect failure was a timeout (`504`) rather than a refusal (`502`).
-fn timed_out(e: &hyper_util::client::legacy::Error) -> bool {
+fn timed_out(e: &UpstreamError) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {

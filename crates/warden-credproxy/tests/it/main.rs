@@ -4,6 +4,7 @@
 mod dumps;
 mod forward;
 mod limits;
+mod pool;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
