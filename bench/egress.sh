@@ -10,6 +10,7 @@
 # The last lines are `summary<TAB>measure<TAB>value<TAB>goal`, one per headline figure.
 #
 #   bench/egress.sh            (as root; installs nginx-light, tinyproxy, apache2-utils if missing)
+#   WARDEN=/path/to/warden bench/egress.sh   (measure that build instead of building this tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -19,8 +20,12 @@ command -v ab >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --locked -q -p warden-cli
-warden=$PWD/target/x86_64-unknown-linux-gnu/release/warden
+if [ -n "${WARDEN:-}" ]; then
+  warden=$WARDEN  # another build, e.g. the one before a change
+else
+  cargo build --release --locked -q -p warden-cli
+  warden=$PWD/target/x86_64-unknown-linux-gnu/release/warden
+fi
 work=$(mktemp -d /var/tmp/warden-egress-bench.XXXXXX)
 chmod 755 "$work"  # nginx workers (www-data) read the files
 pids=()
