@@ -492,9 +492,7 @@ async fn tunnel_tcp(
         clock.touch();
     }
     drop(first);
-    let down = crate::splice::pump(&upstream, &client, &clock);
-    let up = crate::splice::pump(&client, &upstream, &clock);
-    tokio::try_join!(down, up).map(|_| ())
+    crate::splice::tunnel(client, upstream, clock).await
 }
 
 /// Reads the client's first flight (after `initial`, the bytes already read) until [`judge`]

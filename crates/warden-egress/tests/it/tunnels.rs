@@ -315,3 +315,96 @@ async fn server_first_protocols_need_a_raw_rule_and_silence_is_capped() {
     let d = assert_denied_tunnel(&p, "connect", "sni-mismatch", "trickling client");
     assert!(d.rule.as_deref().is_some_and(|r| r.starts_with("incomplete ClientHello")), "{d:?}");
 }
+
+/// An upstream that echoes everything until the client's EOF, then sends `bye` and closes; it
+/// reports what each connection ended with (`"eof"` after the client's half-close, or the error)
+/// on `ended`.
+async fn echo_then_bye_upstream() -> (u16, tokio::sync::mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        for _ in 0..8 {
+            let Ok((s, _)) = l.accept().await else { return };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let copied = tokio::time::timeout(STEP * 4, tokio::io::copy(&mut r, &mut w)).await;
+                let end = match copied {
+                    Ok(Ok(_)) => match w.write_all(b"bye").await {
+                        Ok(()) => "eof".to_owned(),
+                        Err(e) => format!("writing bye: {e}"),
+                    },
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "still open".to_owned(),
+                };
+                let _ = tx.send(end).await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// Writes `data` into `s` while reading its echo back, then half-closes and reads the rest to EOF.
+async fn round_trip(s: TcpStream, data: Vec<u8>) -> Vec<u8> {
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.expect("write through the tunnel");
+        w.shutdown().await.expect("half-close");
+        w
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(STEP * 4, r.read_to_end(&mut back)).await.expect("echo and EOF in time").expect("read");
+    drop(writer.await.expect("writer"));
+    back
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spliced_tunnels_carry_bulk_data_and_pass_half_closes_on() {
+    let (port, mut ended) = echo_then_bye_upstream().await;
+    let p = start_proxy(rules(port)).await;
+    // 8 MiB in both directions at once (more than the pipe and the socket buffers hold), through a
+    // raw CONNECT tunnel, a raw SOCKS5 tunnel and a judged TLS tunnel (ClientHello first).
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let hello = build_client_hello(Some("tunnel.example"));
+    let mut tls_data = hello.clone();
+    tls_data.extend_from_slice(&data);
+    for (case, s, sent) in [
+        ("connect raw", connect_tunnel(p.http, &format!("raw.example:{port}")).await, &data),
+        ("socks5 raw", socks_connect(p.socks, 3, b"raw.example", port).await.0, &data),
+        ("connect tls", connect_tunnel(p.http, &format!("tunnel.example:{port}")).await, &tls_data),
+    ] {
+        let back = round_trip(s, sent.clone()).await;
+        assert_eq!(back.len(), sent.len() + 3, "{case}");
+        assert!(back[..sent.len()] == sent[..], "{case}: the echo differs");
+        assert_eq!(&back[sent.len()..], b"bye", "{case}: the upstream's last bytes after the half-close");
+        let end = tokio::time::timeout(STEP, ended.recv()).await.expect("upstream done").expect("report");
+        assert_eq!(end, "eof", "{case}");
+    }
+}
+
+#[tokio::test]
+async fn idle_tunnels_are_closed_and_a_failed_side_ends_the_other() {
+    let (port, mut ended) = echo_then_bye_upstream().await;
+    let idle = Duration::from_millis(300);
+    let p = start_proxy_with(rules(port), Limits { idle_timeout: idle, ..Limits::default() }).await;
+    // Traffic, then silence in both directions: the proxy closes both sides.
+    let mut s = connect_tunnel(p.http, &format!("raw.example:{port}")).await;
+    s.write_all(b"ping").await.expect("write");
+    assert_eq!(echoed(&mut s, b"ping").await, b"ping");
+    assert_closed(&mut s).await;
+    let end = tokio::time::timeout(STEP, ended.recv()).await.expect("upstream closed in time").expect("report");
+    assert_ne!(end, "still open");
+    // A client that resets its connection: the upstream side is closed too, long before the idle
+    // timeout of a default proxy.
+    let p = start_proxy(rules(port)).await;
+    let (mut s, code) = socks_connect(p.socks, 3, b"raw.example", port).await;
+    assert_eq!(code, 0);
+    s.write_all(b"ping").await.expect("write");
+    assert_eq!(echoed(&mut s, b"ping").await, b"ping");
+    let linger = nix::sys::socket::sockopt::Linger;
+    nix::sys::socket::setsockopt(&s, linger, &nix::libc::linger { l_onoff: 1, l_linger: 0 }).expect("SO_LINGER 0");
+    drop(s);
+    let end = tokio::time::timeout(STEP, ended.recv()).await.expect("upstream closed in time").expect("report");
+    assert_ne!(end, "still open");
+}
