@@ -66,10 +66,11 @@ jq -s -r '
 # For bench/all.sh: each warden row against its bwrap row.
 jq -s -r '
   (.[0].results + .[1].results) as $r
-  | def med(n): ($r[] | select(.command == n) | .median);
-  ["warden offline", "bwrap", "<= 1.0x"], ["warden workspace-write", "bwrap", ""],
-  ["warden x8 parallel", "bwrap x8 parallel", ""], ["warden x32 parallel", "bwrap x32 parallel", ""]
-  | "summary\t\(.[0]) (audit log on) vs \(.[1])\t\(med(.[0]) / med(.[1]) | . * 100 | round / 100)x (\(med(.[0]) * 1000 | . * 100 | round / 100) ms)\t\(.[2])"' \
+  | def med($n): [$r[] | select(.command == $n) | .median][0];
+  (["warden offline", "bwrap", "<= 1.0x"], ["warden workspace-write", "bwrap", ""],
+   ["warden x8 parallel", "bwrap x8 parallel", ""], ["warden x32 parallel", "bwrap x32 parallel", ""])
+  | .[0] as $w | .[1] as $b | .[2] as $goal
+  | "summary\t\($w) (audit log on) vs \($b)\t\(med($w) / med($b) | . * 100 | round / 100)x (\(med($w) * 1000 | . * 100 | round / 100) ms)\t\($goal)"' \
   "$work/startup.json" "$work/parallel.json"
 
 echo

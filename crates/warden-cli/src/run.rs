@@ -13,6 +13,9 @@ use crate::args::RunArgs;
 use crate::ui::{denied_line, fail, StderrEvents, EXIT_WARDEN};
 
 pub fn run(args: RunArgs) -> i32 {
+    // This process exits right after the run: the placeholders it removes are freed by a child,
+    // off the run's exit path (`warden __session`, whose parent may live long, frees them itself).
+    warden_sandbox::release_in_a_child(true);
     if args.policy.audit.audit_log.as_ref().is_some_and(|p| p.as_os_str() == warden_policy::policy::AUDIT_STDOUT) {
         return fail(
             "--audit-log -: in warden run, standard output is the command's; write the log to a file (--audit-log PATH)",

@@ -754,6 +754,8 @@ struct Tree {
     /// The one tmpfs instance, of `plan.tmp_size` bytes, behind every private writable directory
     /// (/tmp, /var/tmp, /run, $TMPDIR, /dev/shm): they share one cap.
     shared_tmp: Option<OwnedFd>,
+    /// The read-only bind of the mask file that masks of files are cloned from (made on first use).
+    mask_template: Option<Result<OwnedFd, Errno>>,
 }
 
 impl Tree {
@@ -822,6 +824,27 @@ impl Tree {
         self.sources.insert(path.to_path_buf(), clone);
     }
 
+    /// A read-only bind of the mask file, ready to be moved over a file. Cloned from one
+    /// read-only template (clones keep its flags): one `open_tree` per masked file instead of an
+    /// open, a clone and a `mount_setattr`. An older kernel that cannot clone a detached mount
+    /// gets a fresh read-only bind each time.
+    fn file_cover(&mut self) -> Result<OwnedFd, Errno> {
+        let fresh = || {
+            let f = sys::open_path(Path::new(MASK_FILE), false)?;
+            let c = sys::clone_tree(&f, false)?;
+            sys::mount_setattr(&c, false, mount_attr::RDONLY | mount_attr::NOSUID | mount_attr::NODEV, 0)?;
+            Ok(c)
+        };
+        let template = self.mask_template.get_or_insert_with(fresh);
+        match template {
+            Ok(t) => match sys::clone_tree(t, false) {
+                Err(Errno(libc::EINVAL)) => fresh(),
+                other => other,
+            },
+            Err(e) => Err(*e),
+        }
+    }
+
     fn take_source(&mut self, path: &Path) -> Result<OwnedFd, Errno> {
         self.sources.remove(path).unwrap_or(Err(Errno(libc::ENOENT)))
     }
@@ -848,6 +871,7 @@ fn build_mount_tree(plan: &LaunchPlan, control: &Control) -> Result<Tree, SetupE
         files: Vec::new(),
         at_sources: Default::default(),
         shared_tmp: None,
+        mask_template: None,
     };
     for step in &plan.mounts {
         match step {
@@ -953,11 +977,7 @@ fn apply_step(tree: &mut Tree, step: &MountStep, plan: &LaunchPlan, control: &Co
                     mount_attr::RDONLY | nosuid_nodev | MOUNT_ATTR_NOEXEC,
                 )
             } else {
-                sys::open_path(Path::new(MASK_FILE), false).and_then(|f| {
-                    let c = sys::clone_tree(&f, false)?;
-                    sys::mount_setattr(&c, false, mount_attr::RDONLY | nosuid_nodev, 0)?;
-                    Ok(c)
-                })
+                tree.file_cover()
             }
             .map_err(|e| fail("mask", format!("preparing the mask for {}", path.display()), e))?;
             sys::move_mount(&cover, &target).map_err(|e| fail("mask", format!("masking {}", path.display()), e))

@@ -29,7 +29,7 @@ pub mod seccomp;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use protect::is_placeholder_dir;
+pub use protect::{is_placeholder_dir, release_in_a_child};
 pub use protocol::{CommandStatus, ListenerKind};
 pub use sys::Errno;
 

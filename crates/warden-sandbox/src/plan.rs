@@ -518,7 +518,10 @@ pub fn mount_steps(policy: &Policy, repos: &ScanReport) -> Vec<MountStep> {
     steps.push(MountStep::Dev);
     steps.push(MountStep::Proc);
 
-    let in_writable_root = |p: &Path| policy.writable_roots.iter().any(|r| p.starts_with(r));
+    // Set lookups over a path's ancestors, not a scan of every root per path: with 100 writable
+    // roots (400 protected names) the scans were a third of warden's start-up CPU (perf).
+    let roots: std::collections::HashSet<&Path> = policy.writable_roots.iter().map(PathBuf::as_path).collect();
+    let in_writable_root = |p: &Path| p.ancestors().any(|a| roots.contains(a));
     let commit = policy.git == GitMode::Commit;
     // Binds, shallow first, so a deeper bind refines a shallower one. At equal depth a
     // read-only bind comes after a writable one (read-only wins). Pinned directories (and, in
@@ -541,7 +544,7 @@ pub fn mount_steps(policy: &Policy, repos: &ScanReport) -> Vec<MountStep> {
     if !policy.writable_roots.iter().any(|r| policy.workdir.starts_with(r)) {
         binds.push((policy.workdir.clone(), false));
     }
-    binds.sort_by(|a, b| depth(&a.0).cmp(&depth(&b.0)).then(b.1.cmp(&a.1)));
+    binds.sort_by_cached_key(|(p, writable)| (depth(p), !writable));
     binds.dedup();
     for (path, writable) in binds {
         steps.push(MountStep::Bind { path, writable });
@@ -590,11 +593,14 @@ pub fn mount_steps(policy: &Policy, repos: &ScanReport) -> Vec<MountStep> {
     // Outside the writable roots everything is read-only already; inside one protected path, a
     // deeper one adds nothing.
     protect.retain(|(p, _)| in_writable_root(p));
-    protect.sort_by(|a, b| depth(&a.0).cmp(&depth(&b.0)).then(a.0.cmp(&b.0)));
+    protect.sort_by_cached_key(|(p, _)| (depth(p), p.clone()));
     protect.dedup_by(|a, b| a.0 == b.0);
     let mut kept: Vec<(PathBuf, Placeholder)> = Vec::new();
+    let mut kept_paths: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for (path, placeholder) in protect {
-        if !kept.iter().any(|(k, _)| path.starts_with(k) && path != *k) {
+        // Shallower paths come first: one kept above this one covers it.
+        if !path.ancestors().skip(1).any(|a| kept_paths.contains(a)) {
+            kept_paths.insert(path.clone());
             kept.push((path, placeholder));
         }
     }

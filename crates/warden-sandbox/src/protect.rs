@@ -17,6 +17,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::plan::Placeholder;
 use crate::sys;
@@ -87,8 +88,21 @@ impl Placeholders {
     }
 }
 
+/// Whether placeholders are released by a child process (see [`release_in_a_child`]).
+static RELEASE_IN_A_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// For a process that exits right after its run (`warden run`): the placeholders it removed are
+/// closed by a short-lived child ([`sys::close_in_child`]), so that the run's end does not wait
+/// for the file system to free them. The names are gone from the host before the run returns
+/// either way; only the freeing of the inodes happens later. Off by default: a long-lived caller
+/// would collect the children as zombies.
+pub fn release_in_a_child(enabled: bool) {
+    RELEASE_IN_A_CHILD.store(enabled, Ordering::Relaxed);
+}
+
 impl Drop for Placeholders {
     fn drop(&mut self) {
+        let mut removed = Vec::new();
         for (path, kind, fd) in self.held.drain(..) {
             if !(sys::flock(&fd, true, true).is_ok() && sys::fhasxattr(&fd, MARKER)) {
                 continue;
@@ -102,15 +116,20 @@ impl Drop for Placeholders {
                             use std::os::unix::fs::MetadataExt;
                             m.ino() == st.st_ino && m.dev() == st.st_dev
                         });
-                    if same && still_ours {
-                        let _ = std::fs::remove_file(&path);
+                    if same && still_ours && std::fs::remove_file(&path).is_ok() {
+                        removed.push(fd);
                     }
                 }
                 // rmdir(2) itself refuses a directory that is not empty.
                 _ => {
-                    let _ = sys::rmdir(&path);
+                    if sys::rmdir(&path).is_ok() {
+                        removed.push(fd);
+                    }
                 }
             }
+        }
+        if RELEASE_IN_A_CHILD.load(Ordering::Relaxed) {
+            sys::close_in_child(removed);
         }
     }
 }
@@ -133,6 +152,22 @@ mod tests {
             assert_eq!(held.held.len(), 1);
         }
         assert!(!p.exists(), "an unused empty placeholder is removed");
+    }
+
+    #[test]
+    fn released_in_a_child_the_placeholder_is_gone_before_drop_returns() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join(".git");
+        let file = d.path().join("HEAD");
+        let kinds = vec![(p.clone(), Placeholder::Dir), (file.clone(), Placeholder::File { content: String::new() })];
+        // Other tests may run meanwhile: either way of releasing is correct for them.
+        release_in_a_child(true);
+        let held = Placeholders::ensure(&kinds).expect("ensure");
+        assert!(p.is_dir() && file.is_file());
+        drop(held);
+        release_in_a_child(false);
+        assert!(!p.exists() && !file.exists(), "the names are removed by this process, not by the child");
+        drop(d);
     }
 
     #[test]

@@ -933,6 +933,58 @@ pub fn rmdir(path: &Path) -> SysResult<()> {
     check_int(unsafe { libc::rmdir(c.as_ptr()) }).map(drop)
 }
 
+/// Closes `fds` in a short-lived child instead of here: the last close of a removed file or
+/// directory frees its inode, which on ext4 waits for the journal (0.07–1 ms each, measured
+/// with `perf trace`), and none of that has to happen before this process goes on. The child
+/// holds only `fds` (every other descriptor is closed first, so no pipe or socket outlives us
+/// through it), waits until this process has closed its own copies (so that the child's close
+/// is the last one), closes them and exits. It is not waited for: the caller exits soon after
+/// and the child is reaped by whoever adopts it. When the fork fails, `fds` are closed here.
+pub fn close_in_child(fds: Vec<OwnedFd>) {
+    if fds.is_empty() {
+        return;
+    }
+    let Ok((go_r, go_w)) = pipe() else { return };
+    let mut keep: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).chain([go_r.as_raw_fd()]).collect();
+    keep.sort_unstable();
+    // SAFETY: the child calls only async-signal-safe functions (close_range, read, _exit) on
+    // memory that was allocated before the fork and that nothing frees in between, so fork is
+    // sound even if other threads exist.
+    match unsafe { libc::fork() } {
+        0 => {
+            let mut next: u32 = 0;
+            for &fd in &keep {
+                let fd = fd as u32;
+                if fd > next {
+                    // SAFETY: close_range takes integers only.
+                    unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0u32) };
+                }
+                next = fd + 1;
+            }
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0u32) };
+            let mut byte = 0u8;
+            // SAFETY: `byte` is a valid one-byte buffer; EOF (the parent closed its end) or an
+            // error both mean go.
+            while unsafe { libc::read(go_r.as_raw_fd(), (&raw mut byte).cast(), 1) } < 0
+                && Errno::last().0 == libc::EINTR
+            {}
+            // SAFETY: closes every descriptor left (the ones to close, and the pipe), then exits
+            // without running anything of the parent's.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                libc::_exit(0)
+            }
+        }
+        _ => {
+            // Parent (or a failed fork: then these closes are the last ones, as without a child).
+            drop(fds);
+            drop(go_r);
+            drop(go_w);
+        }
+    }
+}
+
 /// `prctl(PR_SET_NAME)`: the process name shown in `ps` and `/proc/PID/comm`.
 pub fn set_name(name: &CStr) {
     // SAFETY: `name` is NUL-terminated and outlives the call; the kernel copies at most 16 bytes.
