@@ -11,6 +11,19 @@ pub fn fail(msg: impl std::fmt::Display) -> i32 {
     EXIT_WARDEN
 }
 
+/// Writes `line` and a newline to stderr in one `write(2)`: the sandboxed command shares the
+/// terminal or pipe and writes to it at the same time, and a line printed in pieces
+/// (`eprintln!` writes each formatted piece) can get the command's output in the middle.
+fn say(line: String) {
+    say_raw(line + "\n");
+}
+
+/// [`say`] without the newline.
+fn say_raw(text: String) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// Prints a session's warnings, degraded layers and audit failures on stderr, and with `verbose`
 /// every egress decision.
 pub struct StderrEvents {
@@ -21,28 +34,28 @@ pub struct StderrEvents {
 impl EventSink for StderrEvents {
     fn event(&self, event: &SessionEvent) {
         match event {
-            SessionEvent::Warning { message } => eprintln!("warden: warning: {message}"),
+            SessionEvent::Warning { message } => say(format!("warden: warning: {message}")),
             SessionEvent::Degraded { layer, why } => {
-                eprintln!("warden: warning: running without the {layer} layer (--allow-degraded): {why}")
+                say(format!("warden: warning: running without the {layer} layer (--allow-degraded): {why}"))
             }
-            SessionEvent::Fallback { layer, detail } => eprintln!(
+            SessionEvent::Fallback { layer, detail } => say(format!(
                 "warden: warning: cannot enforce the {layer} layer ({detail}); --allow-degraded: running with Landlock and \
                  seccomp only: no private /tmp, /dev or /proc, no pid/ipc/uts/network namespace, inet and named unix \
                  sockets refused, TMPDIR is a private directory"
-            ),
+            )),
             SessionEvent::AuditFailed { record, error } if record == "sync" => {
-                eprintln!("warden: error: cannot sync the audit log: {error}")
+                say(format!("warden: error: cannot sync the audit log: {error}"))
             }
             SessionEvent::AuditFailed { record, error } => {
-                eprintln!("warden: error: cannot append {record} to the audit log: {error}")
+                say(format!("warden: error: cannot append {record} to the audit log: {error}"))
             }
             // \r: the terminal may be in raw mode while a pty is relayed.
             SessionEvent::ConnectionAllowed { protocol, host, port } if self.verbose => {
-                eprint!("warden: egress allow {protocol} {host}:{port}\r\n")
+                say_raw(format!("warden: egress allow {protocol} {host}:{port}\r\n"))
             }
             SessionEvent::ConnectionDenied { protocol, host, port, reason } if self.verbose => {
                 let why = reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
-                eprint!("warden: egress deny {protocol} {host}:{port}{why}\r\n")
+                say_raw(format!("warden: egress deny {protocol} {host}:{port}{why}\r\n"))
             }
             _ => {}
         }
