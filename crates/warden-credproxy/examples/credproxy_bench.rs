@@ -149,9 +149,12 @@ fn spawn_proxy(codex: Option<&Path>, upstream_port: u16, dir: &Path, tag: &str) 
     (Kill(child), port)
 }
 
-/// One POST on a fresh connection; returns (time to first body byte, body bytes, total time).
-async fn one(port: u16) -> (Duration, u64, Duration) {
-    let t0 = Instant::now();
+/// A streamed `POST /v1/responses` on a fresh connection to `port`, with the headers `extra` adds;
+/// returns the 200 response's body.
+async fn post_streamed(
+    port: u16,
+    extra: impl FnOnce(http::request::Builder) -> http::request::Builder,
+) -> hyper::body::Incoming {
     let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let _ = s.set_nodelay(true);
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.expect("handshake");
@@ -160,12 +163,19 @@ async fn one(port: u16) -> (Duration, u64, Duration) {
         .header("host", format!("127.0.0.1:{port}"))
         .header("authorization", "Bearer warden-proxied")
         .header("accept", "text/event-stream")
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    let req = extra(req)
         .body(Full::new(Bytes::from_static(br#"{"model":"bench","stream":true,"input":[]}"#)))
         .expect("request");
     let resp = send.send_request(req).await.expect("response");
     assert_eq!(resp.status(), 200, "status from port {port}");
-    let mut body = resp.into_body();
+    resp.into_body()
+}
+
+/// One POST on a fresh connection; returns (time to first body byte, body bytes, total time).
+async fn one(port: u16) -> (Duration, u64, Duration) {
+    let t0 = Instant::now();
+    let mut body = post_streamed(port, |r| r).await;
     let mut first = None;
     let mut n = 0u64;
     while let Some(f) = body.frame().await {
@@ -313,23 +323,12 @@ fn sse_conn(s: std::net::TcpStream) -> std::io::Result<()> {
 /// on a fresh connection: per event, arrival time at the driver minus the upstream's stamp, in µs;
 /// and the time from the first byte to the last.
 async fn sse_latencies(port: u16, events: u64, pace_us: u64, start_ns: u64) -> (Vec<f64>, Duration) {
-    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    let _ = s.set_nodelay(true);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.expect("handshake");
-    tokio::spawn(conn);
-    let req = http::Request::post("/v1/responses")
-        .header("host", format!("127.0.0.1:{port}"))
-        .header("authorization", "Bearer warden-proxied")
-        .header("accept", "text/event-stream")
-        .header("content-type", "application/json")
-        .header("x-bench-events", events.to_string())
-        .header("x-bench-pace-us", pace_us.to_string())
-        .header("x-bench-start-ns", start_ns.to_string())
-        .body(Full::new(Bytes::from_static(br#"{"model":"bench","stream":true,"input":[]}"#)))
-        .expect("request");
-    let resp = send.send_request(req).await.expect("response");
-    assert_eq!(resp.status(), 200, "status from port {port}");
-    let mut body = resp.into_body();
+    let mut body = post_streamed(port, |r| {
+        r.header("x-bench-events", events.to_string())
+            .header("x-bench-pace-us", pace_us.to_string())
+            .header("x-bench-start-ns", start_ns.to_string())
+    })
+    .await;
     let mut lat = Vec::with_capacity(events as usize);
     let mut pending: Vec<u8> = Vec::new();
     let mut first = None;
