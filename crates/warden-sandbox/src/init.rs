@@ -124,7 +124,11 @@ impl Control {
 pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan, deadline: Option<Instant>, self_maps: bool) -> ! {
     let Some(fd) = sys::take_fd(&me, CONTROL_FD) else { sys::exit_now(SETUP_FAILED) };
     let control = Control(fd);
-    let started = if self_maps { write_own_id_maps(plan) } else { Ok(()) };
+    let started = if self_maps {
+        write_id_maps("/proc/self", plan.uid, plan.gid).map_err(|detail| SetupError { layer: "user namespace", detail })
+    } else {
+        Ok(())
+    };
     let code = match started.and_then(|()| pid1(&me, plan, &control, deadline)) {
         Ok(code) => code,
         Err(e) => {
@@ -135,17 +139,17 @@ pub(crate) fn run_pid1(me: FreshChild, plan: &LaunchPlan, deadline: Option<Insta
     sys::exit_now(code)
 }
 
-/// The id maps of our new user namespace, written by ourselves: the same uid and gid inside as
-/// outside (a process may map its own ids; `setgroups` must be denied before the gid map).
-fn write_own_id_maps(plan: &LaunchPlan) -> Result<(), SetupError> {
+/// Writes the id maps of the user namespace of the process whose `/proc` directory is `proc_dir`
+/// (`/proc/self` or `/proc/PID`): the same uid and gid inside as outside. A process may map its
+/// own ids; `setgroups` must be denied before the gid map. Errors name the file.
+pub(crate) fn write_id_maps(proc_dir: &str, uid: u32, gid: u32) -> Result<(), String> {
     let write = |file: &str, data: String| {
-        let path = format!("/proc/self/{file}");
-        std::fs::write(&path, data)
-            .map_err(|e| SetupError { layer: "user namespace", detail: format!("cannot write {path}: {e}") })
+        let path = format!("{proc_dir}/{file}");
+        std::fs::write(&path, data).map_err(|e| format!("cannot write {path}: {e}"))
     };
     write("setgroups", "deny".into())?;
-    write("uid_map", format!("{0} {0} 1\n", plan.uid))?;
-    write("gid_map", format!("{0} {0} 1\n", plan.gid))
+    write("uid_map", format!("{uid} {uid} 1\n"))?;
+    write("gid_map", format!("{gid} {gid} 1\n"))
 }
 
 /// PID 1 of the sandbox (or, without namespaces, a subreaper).

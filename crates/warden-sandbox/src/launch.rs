@@ -641,13 +641,8 @@ fn prepare_child(plan: &LaunchPlan, pid: libc::pid_t, cgroup_procs: Option<&Path
             .map_err(|e| failed("process limit", format!("cannot join {}: {e}", procs.display())))?;
     }
     if plan.namespaces {
-        let write = |file: &str, data: String| {
-            let path = format!("/proc/{pid}/{file}");
-            std::fs::write(&path, data).map_err(|e| failed("user namespace", format!("cannot write {path}: {e}")))
-        };
-        write("setgroups", "deny".into())?;
-        write("uid_map", format!("{0} {0} 1\n", plan.uid))?;
-        write("gid_map", format!("{0} {0} 1\n", plan.gid))?;
+        crate::init::write_id_maps(&format!("/proc/{pid}"), plan.uid, plan.gid)
+            .map_err(|detail| failed("user namespace", detail))?;
     }
     Ok(())
 }
