@@ -167,11 +167,6 @@ impl Canonicalizer {
     }
 }
 
-/// [`Canonicalizer::default_masks`] with a canonicalizer of its own.
-pub fn default_masks(homes: &[PathBuf], extra: &[PathBuf]) -> Vec<PathBuf> {
-    Canonicalizer::default().default_masks(homes, extra)
-}
-
 /// Whether `p` is `root` or beneath it (component-wise, both expected canonical).
 pub fn is_within(p: &Path, root: &Path) -> bool {
     p.starts_with(root)
@@ -222,12 +217,12 @@ mod tests {
         let linked_home = root.join("linked-home");
         symlink(&home, &linked_home).expect("symlink");
 
-        let masks = default_masks(std::slice::from_ref(&home), &[]);
+        let masks = Canonicalizer::default().default_masks(std::slice::from_ref(&home), &[]);
         let mut want = vec![home.join(".config/gh"), home.join(".netrc"), home.join(".ssh"), real_ssh.clone()];
         want.sort();
         assert_eq!(masks, want);
 
-        let masks = default_masks(&[linked_home.clone(), home.clone()], &[]);
+        let masks = Canonicalizer::default().default_masks(&[linked_home.clone(), home.clone()], &[]);
         assert!(masks.contains(&linked_home.join(".ssh")));
         assert!(masks.contains(&linked_home.join(".netrc")));
         assert!(masks.contains(&home.join(".netrc")));
